@@ -1,0 +1,47 @@
+/* authorized_keys text: parse into lines, add and remove the entries the
+ * agent manages, serialise. Pure: no file I/O. Lines the agent did not add
+ * come back byte for byte and in order. */
+#pragma once
+
+#include "util.h"
+
+#define AUTHKEYS_MARKER "# kps-agent:"
+
+/* An SSH public key as it stands on a line: type, base64 blob, comment. */
+struct pubkey {
+	char *type;		/* "ssh-ed25519", "ecdsa-sha2-nistp256", ... */
+	char *base64;		/* the blob as written */
+	char *comment;		/* NULL when none */
+	char *fingerprint;	/* "SHA256:..." as ssh-keygen -l prints it */
+};
+
+/* Parses one public key line "type base64 [comment]" (no options, no
+ * newline, no NUL, no control characters) and checks that the blob decodes
+ * to a key of that type (libssh). Returns 0 or -EINVAL. */
+int pubkey_parse(const char *text, size_t len, struct pubkey *key);
+/* "type base64[ comment]" */
+char *pubkey_format(const struct pubkey *key);
+void pubkey_free(struct pubkey *key);
+/* Same key: type and blob equal (the comment does not count). */
+bool pubkey_equal(const struct pubkey *a, const struct pubkey *b);
+
+struct authkeys;
+
+/* Never fails on content: any bytes parse (unknown lines are kept as they
+ * are). -ENOMEM only. */
+int authkeys_parse(const char *text, size_t len, struct authkeys **ret);
+void authkeys_free(struct authkeys *ak);
+
+/* Removes the managed entries (marker comment and the key line after it),
+ * all of them when names is NULL, else those whose key pair name is in
+ * names. Each removed key is appended to removed (when not NULL). */
+int authkeys_remove_managed(struct authkeys *ak, const struct strv *names, struct pubkey **removed,
+			    size_t *n_removed);
+/* Removes every line, managed or not, whose key equals key (options or not).
+ * Returns the number of lines removed, or -errno. */
+int authkeys_remove_key(struct authkeys *ak, const struct pubkey *key);
+/* Appends a managed entry: marker naming key pair and task, then the key. */
+int authkeys_add(struct authkeys *ak, const char *keypair, const char *task_id, const struct pubkey *key);
+/* True when some line (managed or not) carries this key. */
+bool authkeys_has_key(const struct authkeys *ak, const struct pubkey *key);
+int authkeys_serialise(const struct authkeys *ak, char **ret, size_t *ret_len);
