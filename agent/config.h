@@ -1,0 +1,51 @@
+/* The INI configuration parsed once into struct config; nothing else reads
+ * the file. */
+#pragma once
+
+#include "util.h"
+
+#define CONFIG_PATH_MAX 4096
+
+enum reload_kind {
+	RELOAD_AUTO,
+	RELOAD_SYSTEMD,
+	RELOAD_PIDFILE,
+	RELOAD_COMMAND,
+	RELOAD_NONE,
+};
+
+struct config {
+	char *path;			/* the file read; NULL when built-in defaults */
+	/* [agent] */
+	char *state_dir;
+	char *user;
+	int task_timeout_s;		/* whole task, rollback included */
+	/* [sshd] */
+	char *sshd_binary;
+	char *sshd_config;
+	enum reload_kind reload;
+	char *reload_arg;		/* unit, pid file path, or command line */
+	char *address;
+	int connect_timeout_ms;		/* each libssh exchange */
+	int probe_timeout_ms;		/* retries of the post-change probe */
+	/* [control_plane] */
+	char *url;
+	char *server_id;
+	char *token_file;
+	char *ca_file;
+	int poll_wait_s;
+	/* [channel] */
+	char *socket;
+	char *device;
+};
+
+/* Loads path (and path's conf.d/ drop-ins, in order) over the defaults.
+ * When must_exist is false a missing file gives the defaults. On error
+ * returns -errno with a message naming file, line and key in err. */
+int config_load(const char *path, bool must_exist, struct config *cfg, char *err, size_t errlen);
+void config_init_defaults(struct config *cfg);
+void config_free(struct config *cfg);
+
+/* This VM's id: [control_plane] server_id, else the DMI product UUID
+ * (lower case). NULL when neither is known. Caller frees. */
+char *config_server_id(const struct config *cfg);

@@ -1,0 +1,191 @@
+/* config.c: defaults, every key, and the errors that name file, line and key. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <sys/stat.h>
+
+#include <cmocka.h>
+
+#include "config.h"
+
+static char dir[] = "/tmp/kps-test-config.XXXXXX";
+
+static void write_file(const char *name, const char *text)
+{
+	char path[256];
+	snprintf(path, sizeof(path), "%s/%s", dir, name);
+	FILE *f = fopen(path, "w");
+	assert_non_null(f);
+	fputs(text, f);
+	fclose(f);
+}
+
+static int load(const char *text, struct config *cfg, char *err, size_t errlen)
+{
+	char path[256];
+	write_file("kps.conf", text);
+	snprintf(path, sizeof(path), "%s/kps.conf", dir);
+	return config_load(path, true, cfg, err, errlen);
+}
+
+static void test_defaults(void **state)
+{
+	(void)state;
+	struct config cfg;
+	char err[256];
+	assert_int_equal(config_load("/nonexistent/kps.conf", false, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.state_dir, "/var/lib/kps-agent");
+	assert_string_equal(cfg.user, "root");
+	assert_string_equal(cfg.sshd_binary, "/usr/sbin/sshd");
+	assert_string_equal(cfg.sshd_config, "/etc/ssh/sshd_config");
+	assert_int_equal(cfg.reload, RELOAD_AUTO);
+	assert_string_equal(cfg.address, "127.0.0.1");
+	assert_string_equal(cfg.url, "");
+	assert_string_equal(cfg.socket, "/run/kps-agent/agent.sock");
+	assert_null(cfg.path);
+	config_free(&cfg);
+	assert_int_equal(config_load("/nonexistent/kps.conf", true, &cfg, err, sizeof(err)), -ENOENT);
+	assert_non_null(strstr(err, "/nonexistent/kps.conf"));
+	config_free(&cfg);
+}
+
+static void test_every_key(void **state)
+{
+	(void)state;
+	struct config cfg;
+	char err[256] = "";
+	int r = load("# comment\n; comment\n[agent]\nstate_dir = /srv/state ; why\nuser = admin\ntask_timeout = 30\n"
+		     "[sshd]\nbinary = /opt/sshd\nconfig = /opt/sshd_config\nreload = systemd:ssh.service\n"
+		     "address = ::1\nconnect_timeout = 3\nprobe_timeout = 7\n"
+		     "[control_plane]\nurl = https://cp.example/api\nserver_id = d76baba7-ef09\n"
+		     "token_file = /etc/kps-agent/token\nca_file = /etc/ssl/ca.pem\npoll_wait = 30\n"
+		     "[channel]\nsocket =\ndevice = /dev/virtio-ports/org.kps.agent.0\n",
+		     &cfg, err, sizeof(err));
+	assert_int_equal(r, 0);
+	assert_string_equal(cfg.state_dir, "/srv/state");
+	assert_string_equal(cfg.user, "admin");
+	assert_int_equal(cfg.task_timeout_s, 30);
+	assert_string_equal(cfg.sshd_binary, "/opt/sshd");
+	assert_int_equal(cfg.reload, RELOAD_SYSTEMD);
+	assert_string_equal(cfg.reload_arg, "ssh.service");
+	assert_string_equal(cfg.address, "::1");
+	assert_int_equal(cfg.connect_timeout_ms, 3000);
+	assert_int_equal(cfg.probe_timeout_ms, 7000);
+	assert_string_equal(cfg.url, "https://cp.example/api");
+	assert_string_equal(cfg.server_id, "d76baba7-ef09");
+	assert_int_equal(cfg.poll_wait_s, 30);
+	assert_string_equal(cfg.socket, "");
+	assert_string_equal(cfg.device, "/dev/virtio-ports/org.kps.agent.0");
+	char *id = config_server_id(&cfg);
+	assert_string_equal(id, "d76baba7-ef09");
+	free(id);
+	config_free(&cfg);
+}
+
+static void test_reload_forms(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		int ok;
+		enum reload_kind kind;
+	} cases[] = {
+		{ "auto", 1, RELOAD_AUTO },
+		{ "none", 1, RELOAD_NONE },
+		{ "pidfile:/run/sshd.pid", 1, RELOAD_PIDFILE },
+		{ "command:/bin/systemctl reload ssh", 1, RELOAD_COMMAND },
+		{ "systemd:sshd.service", 1, RELOAD_SYSTEMD },
+		{ "pidfile:", 0, 0 },
+		{ "pidfile:relative.pid", 0, 0 },
+		{ "command:systemctl", 0, 0 },
+		{ "systemd:", 0, 0 },
+		{ "always", 0, 0 },
+		{ "AUTO", 0, 0 },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		char text[256], err[256] = "";
+		struct config cfg;
+		snprintf(text, sizeof(text), "[sshd]\nreload = %s\n", cases[i].text);
+		int r = load(text, &cfg, err, sizeof(err));
+		if (cases[i].ok) {
+			assert_int_equal(r, 0);
+			assert_int_equal(cfg.reload, cases[i].kind);
+		} else {
+			assert_int_equal(r, -EINVAL);
+			assert_non_null(strstr(err, ":2:"));
+			assert_non_null(strstr(err, "reload"));
+		}
+		config_free(&cfg);
+	}
+}
+
+static void test_errors_name_file_line_key(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *text;
+		const char *line;
+		const char *needle;
+	} cases[] = {
+		{ "[agent]\nuser = root\nbogus = 1\n", ":3:", "bogus" },
+		{ "[agent]\n[nosuch]\nkey = 1\n", ":3:", "nosuch" },
+		{ "top = 1\n", ":1:", "top" },
+		{ "[agent]\nstate_dir = var/lib\n", ":2:", "state_dir" },
+		{ "[agent]\nuser = -rf\n", ":2:", "user" },
+		{ "[agent]\ntask_timeout = soon\n", ":2:", "task_timeout" },
+		{ "[sshd]\naddress = example.com\n", ":2:", "address" },
+		{ "[control_plane]\nurl = ftp://x\n", ":2:", "url" },
+		{ "[control_plane]\nserver_id = a b\n", ":2:", "server_id" },
+		{ "[channel]\nsocket = relative.sock\n", ":2:", "socket" },
+		{ "[agent\n", ":1:", "" },
+	};
+	for (size_t i = 0; i < ELEMENTSOF(cases); i++) {
+		struct config cfg;
+		char err[256] = "";
+		assert_int_equal(load(cases[i].text, &cfg, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "kps.conf"));
+		assert_non_null(strstr(err, cases[i].line));
+		assert_non_null(strstr(err, cases[i].needle));
+		config_free(&cfg);
+	}
+}
+
+static void test_dropins_in_order(void **state)
+{
+	(void)state;
+	char d[256], err[256] = "";
+	struct config cfg;
+	snprintf(d, sizeof(d), "%s/conf.d", dir);
+	mkdir(d, 0755);
+	write_file("conf.d/10-a.conf", "[agent]\nuser = first\n");
+	write_file("conf.d/20-b.conf", "[agent]\nuser = second\n");
+	write_file("conf.d/ignored.txt", "[agent]\nuser = never\n");
+	assert_int_equal(load("[agent]\nuser = main\n", &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.user, "second");
+	config_free(&cfg);
+	write_file("conf.d/30-bad.conf", "[agent]\nnope = 1\n");
+	assert_int_equal(load("[agent]\nuser = main\n", &cfg, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "30-bad.conf:2:"));
+	config_free(&cfg);
+	char p[300];
+	snprintf(p, sizeof(p), "%s/conf.d/30-bad.conf", dir);
+	unlink(p);
+}
+
+int main(void)
+{
+	assert_non_null(mkdtemp(dir));
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_defaults),
+		cmocka_unit_test(test_every_key),
+		cmocka_unit_test(test_reload_forms),
+		cmocka_unit_test(test_errors_name_file_line_key),
+		cmocka_unit_test(test_dropins_in_order),
+	};
+	int r = cmocka_run_group_tests(tests, NULL, NULL);
+	char cmd[300];
+	snprintf(cmd, sizeof(cmd), "rm -rf %s", dir);
+	if (system(cmd) != 0)
+		return 1;
+	return r;
+}
