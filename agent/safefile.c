@@ -1,0 +1,443 @@
+/* The fd-based walk, StrictModes checks and atomic replace. Below a
+ * directory the user owns, file system calls run with the user's fsuid so
+ * that the kernel, not a check we made a moment earlier, stops a race. */
+#include <fcntl.h>
+#include <sys/fsuid.h>
+#include <sys/random.h>
+#include <sys/xattr.h>
+
+#include "safefile.h"
+
+#define SAFEFILE_MAX_LINKS 8
+#define SELINUX_XATTR "security.selinux"
+
+struct fsuid_saved {
+	bool active;
+	uid_t uid;
+	gid_t gid;
+};
+
+static struct fsuid_saved fsuid_enter(bool as_user, uid_t uid, gid_t gid)
+{
+	struct fsuid_saved s = { 0 };
+	if (!as_user || uid == 0)
+		return s;
+	s.active = true;
+	s.gid = (gid_t)setfsgid(gid);
+	s.uid = (uid_t)setfsuid(uid);
+	return s;
+}
+
+static void fsuid_leave(struct fsuid_saved *s)
+{
+	if (!s->active)
+		return;
+	int e = errno;
+	setfsuid(s->uid);
+	setfsgid(s->gid);
+	errno = e;
+	s->active = false;
+}
+
+#define _cleanup_fsuid_ _cleanup_(fsuid_leave)
+
+bool safefile_error_is_unsafe(int r)
+{
+	return r == -ELOOP || r == -EPERM || r == -EMLINK || r == -ENOTDIR || r == -EXDEV || r == -EINVAL;
+}
+
+static int check_dir(const struct stat *st, uid_t uid, const char *what, char *msg, size_t msglen)
+{
+	if (!S_ISDIR(st->st_mode)) {
+		snprintf(msg, msglen, "%s is not a directory", what);
+		return -ENOTDIR;
+	}
+	if (st->st_uid != 0 && st->st_uid != uid) {
+		snprintf(msg, msglen, "%s is owned by uid %u, neither root nor the user", what,
+			 (unsigned)st->st_uid);
+		return -EPERM;
+	}
+	if (st->st_mode & 022) {
+		snprintf(msg, msglen, "%s is writable by group or others (mode %03o)", what,
+			 (unsigned)(st->st_mode & 07777));
+		return -EPERM;
+	}
+	return 0;
+}
+
+/* A link that only root could have made or changed: root-owned, in a
+ * root-owned directory nobody else may write, above anything the user owns. */
+static int link_target(int dirfd, const struct stat *dirst, const char *name, bool user_part, char *target,
+		       size_t size)
+{
+	struct stat lst;
+	if (fstatat(dirfd, name, &lst, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	if (!S_ISLNK(lst.st_mode))
+		return -ENOTDIR;
+	if (user_part || dirst->st_uid != 0 || (dirst->st_mode & 022) || lst.st_uid != 0)
+		return -ELOOP;
+	ssize_t n = readlinkat(dirfd, name, target, size - 1);
+	if (n < 0)
+		return -errno;
+	if ((size_t)n >= size - 1)
+		return -ENAMETOOLONG;
+	target[n] = '\0';
+	return 0;
+}
+
+/* Splices a link target into the rest of the walk: path becomes
+ * (target absolute ? target : walked + "/" + target) + "/" + rest. */
+static int splice_link(char *path, size_t size, const char *walked, const char *target, const char *rest)
+{
+	char next[PATH_MAX];
+	int n;
+	if (target[0] == '/')
+		n = snprintf(next, sizeof(next), "%s/%s", target, rest);
+	else
+		n = snprintf(next, sizeof(next), "%s/%s/%s", walked, target, rest);
+	if (n < 0 || (size_t)n >= sizeof(next) || (size_t)n >= size)
+		return -ENAMETOOLONG;
+	memcpy(path, next, (size_t)n + 1);
+	return 0;
+}
+
+static bool inside(const char *walked, const char *home)
+{
+	size_t n = home ? strlen(home) : 0;
+	if (n == 0)
+		return false;
+	while (n > 1 && home[n - 1] == '/')
+		n--;
+	return strncmp(walked, home, n) == 0 && (walked[n] == '\0' || walked[n] == '/');
+}
+
+static int make_dir(struct safefile_dir *dir, int parent, const char *name, char *msg, size_t msglen)
+{
+	_cleanup_fsuid_ struct fsuid_saved s = fsuid_enter(dir->uid != 0, dir->uid, dir->gid);
+	if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST) {
+		int e = errno;
+		snprintf(msg, msglen, "cannot create directory %s: %s", name, strerror(e));
+		return -e;
+	}
+	int fd = openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (fchown(fd, dir->uid, dir->gid) < 0 || fchmod(fd, 0700) < 0 || fsync(parent) < 0) {
+		int e = errno;
+		close(fd);
+		return -e;
+	}
+	dir->created = true;
+	return fd;
+}
+
+static int walk_step(struct safefile_dir *dir, int cur, const char *name,
+		     const char *walked, bool last, const char *home, bool create, char *msg, size_t msglen)
+{
+	_cleanup_fsuid_ struct fsuid_saved s = fsuid_enter(dir->as_user, dir->uid, dir->gid);
+	int fd = openat(cur, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (fd >= 0 || errno != ENOENT || !last)
+		return fd >= 0 ? fd : -errno;
+	fsuid_leave(&s);
+	snprintf(msg, msglen, "directory %s/%s does not exist", walked, name);
+	/* Only ~/.ssh-like leaves are created: inside home or a user's dir. */
+	if (!dir->as_user && !inside(walked, home))
+		return -ENOENT;
+	if (!create) {
+		dir->missing = true;
+		return -ENOENT;
+	}
+	msg[0] = '\0';
+	return make_dir(dir, cur, name, msg, msglen);
+}
+
+int safefile_open_dir(const char *path, uid_t uid, gid_t gid, const char *home, bool create,
+		      struct safefile_dir *dir, char *msg, size_t msglen)
+{
+	char todo[PATH_MAX];
+	char walked[PATH_MAX];
+	int links = 0;
+	int r;
+
+	msg[0] = '\0';
+	*dir = (struct safefile_dir)SAFEFILE_DIR_INIT;
+	dir->uid = uid;
+	dir->gid = gid;
+	if (path[0] != '/' || strlen(path) >= sizeof(todo)) {
+		snprintf(msg, msglen, "%s is not an absolute path", path);
+		return -EINVAL;
+	}
+	snprintf(todo, sizeof(todo), "%s", path);
+restart:
+	safefile_close_dir(dir);
+	*dir = (struct safefile_dir){ .fd = -1, .parent_fd = -1, .uid = uid, .gid = gid };
+	dir->fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir->fd < 0)
+		return -errno;
+	snprintf(walked, sizeof(walked), "/");
+	struct stat st;
+	for (char *p = todo;;) {
+		if (fstat(dir->fd, &st) < 0)
+			return -errno;
+		r = check_dir(&st, uid, walked, msg, msglen);
+		if (r < 0)
+			return r;
+		if (st.st_uid != 0)
+			dir->as_user = true;
+		while (*p == '/')
+			p++;
+		if (!*p)
+			return 0;
+		size_t n = strcspn(p, "/");
+		if (n > NAME_MAX)
+			return -ENAMETOOLONG;
+		char name[NAME_MAX + 1];
+		memcpy(name, p, n);
+		name[n] = '\0';
+		p += n;
+		while (*p == '/')
+			p++;
+		if (streq(name, "..") || streq(name, ".")) {
+			snprintf(msg, msglen, "%s has a . or .. component", path);
+			return -EINVAL;
+		}
+		int fd = walk_step(dir, dir->fd, name, walked, *p == '\0', home, create, msg, msglen);
+		if (fd == -ELOOP || fd == -ENOTDIR) {
+			char target[PATH_MAX];
+			r = link_target(dir->fd, &st, name, dir->as_user, target, sizeof(target));
+			if (r == -ELOOP || r == -ENOTDIR) {
+				snprintf(msg, msglen, "%s%s%s is %s", walked, streq(walked, "/") ? "" : "/", name,
+					 r == -ELOOP ? "a symlink" : "not a directory");
+				return r;
+			}
+			if (r < 0)
+				return r;
+			if (++links > SAFEFILE_MAX_LINKS)
+				return -ELOOP;
+			char rest[PATH_MAX];
+			snprintf(rest, sizeof(rest), "%s", p);
+			r = splice_link(todo, sizeof(todo), walked, target, rest);
+			if (r < 0)
+				return r;
+			goto restart;
+		}
+		if (fd < 0) {
+			if (!msg[0])
+				snprintf(msg, msglen, "cannot open %s/%s: %s", walked, name, strerror(-fd));
+			return fd;
+		}
+		closep(&dir->parent_fd);
+		dir->parent_fd = dir->fd;
+		dir->fd = fd;
+		snprintf(dir->name, sizeof(dir->name), "%s", name);
+		size_t wl = strlen(walked);
+		snprintf(walked + wl, sizeof(walked) - wl, "%s%s", wl > 1 ? "/" : "", name);
+	}
+}
+
+void safefile_close_dir(struct safefile_dir *dir)
+{
+	closep(&dir->fd);
+	closep(&dir->parent_fd);
+	dir->fd = dir->parent_fd = -1;
+}
+
+static void fill_stat(struct safefile_stat *out, const struct stat *st)
+{
+	*out = (struct safefile_stat){
+		.exists = true,
+		.uid = st->st_uid,
+		.gid = st->st_gid,
+		.mode = st->st_mode & 07777,
+		.dev = st->st_dev,
+		.ino = st->st_ino,
+		.size = st->st_size,
+		.mtime = st->st_mtim,
+	};
+}
+
+static int check_file(const struct stat *st, uid_t uid, const char *name, char *msg, size_t msglen)
+{
+	if (!S_ISREG(st->st_mode)) {
+		snprintf(msg, msglen, "%s is not a regular file", name);
+		return -EINVAL;
+	}
+	if (st->st_uid != 0 && st->st_uid != uid) {
+		snprintf(msg, msglen, "%s is owned by uid %u, neither root nor the user", name,
+			 (unsigned)st->st_uid);
+		return -EPERM;
+	}
+	if (st->st_mode & 022) {
+		snprintf(msg, msglen, "%s is writable by group or others (mode %03o)", name,
+			 (unsigned)(st->st_mode & 07777));
+		return -EPERM;
+	}
+	if (st->st_nlink > 1) {
+		snprintf(msg, msglen, "%s has %lu hard links", name, (unsigned long)st->st_nlink);
+		return -EMLINK;
+	}
+	return 0;
+}
+
+static int read_all(int fd, size_t max, char **ret, size_t *ret_len)
+{
+	_cleanup_buf_ struct buf b = { 0 };
+	for (;;) {
+		int r = buf_reserve(&b, 65536);
+		if (r < 0)
+			return r;
+		ssize_t n = read(fd, b.data + b.len, 65536);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		b.len += (size_t)n;
+		if (b.len > max)
+			return -EFBIG;
+	}
+	b.data[b.len] = '\0';
+	*ret = buf_steal(&b, ret_len);
+	return *ret ? 0 : -ENOMEM;
+}
+
+int safefile_read(const struct safefile_dir *dir, const char *name, size_t max, char **ret, size_t *ret_len,
+		  struct safefile_stat *st, char *msg, size_t msglen)
+{
+	_cleanup_fsuid_ struct fsuid_saved s = fsuid_enter(dir->as_user, dir->uid, dir->gid);
+	msg[0] = '\0';
+	*st = (struct safefile_stat){ 0 };
+	_cleanup_close_ int fd = openat(dir->fd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		*ret = calloc(1, 1);
+		*ret_len = 0;
+		return *ret ? 0 : -ENOMEM;
+	}
+	if (fd < 0) {
+		int e = errno;
+		struct stat lst;
+		/* Under the user's fsuid, a file the user may not open is someone else's. */
+		if (e == EACCES && fstatat(dir->fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && lst.st_uid != 0 &&
+		    lst.st_uid != dir->uid)
+			return check_file(&lst, dir->uid, name, msg, msglen);
+		snprintf(msg, msglen, e == ELOOP ? "%s is a symlink" : "cannot open %s: %s", name, strerror(e));
+		return -e;
+	}
+	struct stat raw;
+	if (fstat(fd, &raw) < 0)
+		return -errno;
+	int r = check_file(&raw, dir->uid, name, msg, msglen);
+	if (r < 0)
+		return r;
+	fill_stat(st, &raw);
+	r = read_all(fd, max, ret, ret_len);
+	if (r == -EFBIG)
+		snprintf(msg, msglen, "%s is larger than %zu bytes", name, max);
+	return r;
+}
+
+static int write_all(int fd, const void *data, size_t len)
+{
+	const char *p = data;
+	while (len > 0) {
+		ssize_t n = write(fd, p, len);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		p += n;
+		len -= (size_t)n;
+	}
+	return 0;
+}
+
+/* Keeps the label a policy gave the old file; no label, no SELinux: fine. */
+static int copy_label(int dirfd, const char *name, int tmpfd)
+{
+	char label[256];
+	_cleanup_close_ int old = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
+	if (old < 0)
+		return 0;
+	ssize_t n = fgetxattr(old, SELINUX_XATTR, label, sizeof(label));
+	if (n <= 0)
+		return 0;
+	if (fsetxattr(tmpfd, SELINUX_XATTR, label, (size_t)n, 0) < 0 && errno != ENOTSUP)
+		return -errno;
+	return 0;
+}
+
+static bool unchanged(int dirfd, const char *name, const struct safefile_stat *expect)
+{
+	struct stat st;
+	if (fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		return errno == ENOENT && !expect->exists;
+	return expect->exists && st.st_dev == expect->dev && st.st_ino == expect->ino &&
+	       st.st_size == expect->size && st.st_mtim.tv_sec == expect->mtime.tv_sec &&
+	       st.st_mtim.tv_nsec == expect->mtime.tv_nsec;
+}
+
+static int make_temp(int dirfd, const char *name, char *tmp, size_t size)
+{
+	for (int tries = 0; tries < 16; tries++) {
+		uint64_t rnd;
+		if (getrandom(&rnd, sizeof(rnd), 0) != sizeof(rnd))
+			return -EIO;
+		int n = snprintf(tmp, size, ".%.200s.kps-%016llx", name, (unsigned long long)rnd);
+		if (n < 0 || (size_t)n >= size)
+			return -ENAMETOOLONG;
+		int fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0 || errno != EEXIST)
+			return fd >= 0 ? fd : -errno;
+	}
+	return -EEXIST;
+}
+
+int safefile_replace(const struct safefile_dir *dir, const char *name, const void *data, size_t len, uid_t uid,
+		     gid_t gid, mode_t mode, const struct safefile_stat *expect, struct safefile_stat *written)
+{
+	_cleanup_fsuid_ struct fsuid_saved s = fsuid_enter(dir->as_user, dir->uid, dir->gid);
+	char tmp[NAME_MAX + 1];
+	_cleanup_close_ int fd = make_temp(dir->fd, name, tmp, sizeof(tmp));
+	if (fd < 0)
+		return fd;
+	int r = write_all(fd, data, len);
+	if (r == 0 && (fchown(fd, uid, gid) < 0 || fchmod(fd, mode) < 0))
+		r = -errno;
+	if (r == 0)
+		r = copy_label(dir->fd, name, fd);
+	if (r == 0 && fsync(fd) < 0)
+		r = -errno;
+	struct stat st;
+	if (r == 0 && fstat(fd, &st) < 0)
+		r = -errno;
+	if (r == 0 && expect && !unchanged(dir->fd, name, expect))
+		r = -EAGAIN;
+	if (r == 0 && renameat(dir->fd, tmp, dir->fd, name) < 0)
+		r = -errno;
+	if (r < 0) {
+		unlinkat(dir->fd, tmp, 0);
+		return r;
+	}
+	if (written)
+		fill_stat(written, &st);
+	return fsync(dir->fd) < 0 ? -errno : 0;
+}
+
+int safefile_remove(const struct safefile_dir *dir, const char *name)
+{
+	_cleanup_fsuid_ struct fsuid_saved s = fsuid_enter(dir->as_user, dir->uid, dir->gid);
+	if (unlinkat(dir->fd, name, 0) < 0 && errno != ENOENT)
+		return -errno;
+	return fsync(dir->fd) < 0 ? -errno : 0;
+}
+
+int safefile_remove_dir(struct safefile_dir *dir)
+{
+	if (dir->parent_fd < 0 || !dir->name[0])
+		return -EINVAL;
+	if (unlinkat(dir->parent_fd, dir->name, AT_REMOVEDIR) < 0)
+		return -errno;
+	return fsync(dir->parent_fd) < 0 ? -errno : 0;
+}
