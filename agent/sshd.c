@@ -1,0 +1,447 @@
+/* `sshd -T` for the effective settings, the pid file, and reloads by
+ * signal, command or systemd (sd-bus). */
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <systemd/sd-bus.h>
+
+#include "log.h"
+#include "sshd.h"
+
+#define SSHD_T_TIMEOUT_MS 10000
+#define SSHD_OUTPUT_MAX (1024 * 1024)
+#define RELOAD_COMMAND_TIMEOUT_MS 30000
+#define RELOAD_COMMAND_MAX_ARGS 32
+
+static int parse_bool(const char *v)
+{
+	return streq(v, "yes") ? 1 : 0;
+}
+
+static int add_port(struct sshd_settings *s, const char *v)
+{
+	char *end;
+	long p = strtol(v, &end, 10);
+	if (*end || p < 1 || p > 65535)
+		return -EBADMSG;
+	if (s->n_ports < SSHD_MAX_PORTS)
+		s->ports[s->n_ports++] = (int)p;
+	return 0;
+}
+
+static int settings_line(struct sshd_settings *s, const char *key, const char *val)
+{
+	if (streq(key, "port"))
+		return add_port(s, val);
+	if (streq(key, "listenaddress"))
+		return strv_push(&s->listen, val);
+	if (streq(key, "hostkey"))
+		return strv_push(&s->hostkeys, val);
+	if (streq(key, "passwordauthentication"))
+		s->password = parse_bool(val);
+	else if (streq(key, "kbdinteractiveauthentication"))
+		s->kbdinteractive = parse_bool(val);
+	else if (streq(key, "pubkeyauthentication"))
+		s->pubkey = parse_bool(val);
+	else if (streq(key, "pidfile") && !s->pidfile)
+		s->pidfile = strdup(val);
+	else if (streq(key, "authorizedkeysfile") && !s->authorized_keys_file)
+		s->authorized_keys_file = strndup(val, strcspn(val, " "));
+	return 0;
+}
+
+int sshd_settings_parse(const char *text, size_t len, struct sshd_settings *s)
+{
+	*s = (struct sshd_settings){ .password = -1, .kbdinteractive = -1, .pubkey = -1 };
+	const char *end = text + len;
+	for (const char *p = text; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t n = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		char line[4096];
+		if (n < sizeof(line)) {
+			memcpy(line, p, n);
+			line[n] = '\0';
+			char *sp = strchr(line, ' ');
+			if (sp) {
+				*sp = '\0';
+				int r = settings_line(s, line, sp + 1);
+				if (r < 0)
+					return r;
+			}
+		}
+		p += n + (nl ? 1 : 0);
+	}
+	if (!s->authorized_keys_file || s->n_ports == 0 || s->password < 0 || s->kbdinteractive < 0 ||
+	    s->hostkeys.n == 0)
+		return -EBADMSG;
+	return 0;
+}
+
+void sshd_settings_free(struct sshd_settings *s)
+{
+	free(s->authorized_keys_file);
+	free(s->pidfile);
+	strv_free(&s->listen);
+	strv_free(&s->hostkeys);
+	*s = (struct sshd_settings){ 0 };
+}
+
+static void first_line(const char *text, size_t len, char *msg, size_t msglen)
+{
+	size_t n = strcspn(text, "\n");
+	if (n > len)
+		n = len;
+	snprintf(msg, msglen, "%.*s", (int)n, text);
+	for (char *p = msg; *p; p++)
+		if ((unsigned char)*p < 0x20)
+			*p = '?';
+}
+
+static void child_exec(char *const argv[], int out, int err)
+{
+	static char *const envp[] = { "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+				      "LANG=C", "LC_ALL=C", NULL };
+	int devnull = open("/dev/null", O_RDONLY | O_CLOEXEC);
+	if (devnull < 0 || dup2(devnull, STDIN_FILENO) < 0 || dup2(out, STDOUT_FILENO) < 0 ||
+	    dup2(err, STDERR_FILENO) < 0)
+		_exit(127);
+	close_range(3, ~0U, 0);
+	sigset_t none;
+	sigemptyset(&none);
+	sigprocmask(SIG_SETMASK, &none, NULL);
+	execve(argv[0], argv, envp);
+	_exit(127);
+}
+
+/* Reads both pipes until the child closes them or the deadline passes. */
+static int drain(int out, int err, int64_t deadline, struct buf *obuf, struct buf *ebuf)
+{
+	struct pollfd fds[2] = { { .fd = out, .events = POLLIN }, { .fd = err, .events = POLLIN } };
+	struct buf *bufs[2] = { obuf, ebuf };
+	while (fds[0].fd >= 0 || fds[1].fd >= 0) {
+		int64_t left = deadline - now_ms();
+		if (left <= 0)
+			return -ETIMEDOUT;
+		int n = poll(fds, 2, (int)left);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		for (int i = 0; i < 2; i++) {
+			if (fds[i].fd < 0 || !fds[i].revents)
+				continue;
+			char chunk[16384];
+			ssize_t got = read(fds[i].fd, chunk, sizeof(chunk));
+			if (got < 0 && errno == EINTR)
+				continue;
+			if (got <= 0) {
+				fds[i].fd = -1;
+				continue;
+			}
+			if (bufs[i]->len + (size_t)got > SSHD_OUTPUT_MAX)
+				return -EFBIG;
+			int r = buf_append(bufs[i], chunk, (size_t)got);
+			if (r < 0)
+				return r;
+		}
+	}
+	return 0;
+}
+
+int sshd_exec(char *const argv[], int timeout_ms, struct buf *out, char *msg, size_t msglen)
+{
+	int opipe[2], epipe[2];
+	if (pipe2(opipe, O_CLOEXEC) < 0)
+		return -errno;
+	if (pipe2(epipe, O_CLOEXEC) < 0) {
+		close(opipe[0]);
+		close(opipe[1]);
+		return -errno;
+	}
+	pid_t pid = fork();
+	if (pid == 0)
+		child_exec(argv, opipe[1], epipe[1]);
+	close(opipe[1]);
+	close(epipe[1]);
+	_cleanup_close_ int ofd = opipe[0];
+	_cleanup_close_ int efd = epipe[0];
+	if (pid < 0)
+		return -errno;
+
+	_cleanup_buf_ struct buf discard = { 0 };
+	_cleanup_buf_ struct buf ebuf = { 0 };
+	int r = drain(ofd, efd, now_ms() + timeout_ms, out ? out : &discard, &ebuf);
+	if (r < 0)
+		kill(pid, SIGKILL);
+	int status;
+	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		;
+	if (ebuf.len)
+		first_line(ebuf.data, ebuf.len, msg, msglen);
+	else if (msglen)
+		msg[0] = '\0';
+	if (r < 0)
+		return r;
+	if (WIFEXITED(status) && WEXITSTATUS(status) == 127 && access(argv[0], X_OK) < 0)
+		return -ENOENT;
+	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+int sshd_query(const struct config *cfg, const char *user, struct sshd_settings *s, char *msg, size_t msglen)
+{
+	char spec[256];
+	snprintf(spec, sizeof(spec), "user=%s,host=localhost,addr=%s", user,
+		 streq(cfg->address, "localhost") ? "127.0.0.1" : cfg->address);
+	char *argv[] = { cfg->sshd_binary, "-T", "-f", cfg->sshd_config, "-C", spec, NULL };
+	_cleanup_buf_ struct buf out = { 0 };
+	char err[256] = "";
+	int r = sshd_exec(argv, SSHD_T_TIMEOUT_MS, &out, err, sizeof(err));
+	if (r == -ENOENT || access(cfg->sshd_binary, X_OK) < 0) {
+		snprintf(msg, msglen, "no sshd at %s", cfg->sshd_binary);
+		return -ENOENT;
+	}
+	if (r < 0) {
+		snprintf(msg, msglen, "sshd -T failed: %s", strerror(-r));
+		return r;
+	}
+	if (r != 0) {
+		snprintf(msg, msglen, "sshd -T refused %s: %s", cfg->sshd_config, err[0] ? err : "no reason given");
+		return -EINVAL;
+	}
+	r = sshd_settings_parse(out.data ? out.data : "", out.len, s);
+	if (r < 0)
+		snprintf(msg, msglen, "sshd -T gave no usable answer");
+	return r;
+}
+
+char *sshd_expand_keys_path(const char *pattern, const char *home, const char *user, uid_t uid)
+{
+	_cleanup_buf_ struct buf b = { 0 };
+	int r = 0;
+	for (const char *p = pattern; r == 0 && *p; p++) {
+		if (*p != '%') {
+			r = buf_append(&b, p, 1);
+			continue;
+		}
+		switch (*++p) {
+		case 'h':
+			r = buf_puts(&b, home);
+			break;
+		case 'u':
+			r = buf_puts(&b, user);
+			break;
+		case 'U':
+			r = buf_printf(&b, "%u", (unsigned)uid);
+			break;
+		case '%':
+			r = buf_append(&b, "%", 1);
+			break;
+		default:
+			return NULL;
+		}
+	}
+	if (r < 0 || !b.data)
+		return NULL;
+	/* sshd takes a path that is relative after expansion from the home directory. */
+	if (b.data[0] == '/')
+		return buf_steal(&b, NULL);
+	char *abs = NULL;
+	if (asprintf(&abs, "%s/%s", home, b.data) < 0)
+		return NULL;
+	return abs;
+}
+
+pid_t sshd_running_pid(const struct sshd_settings *s)
+{
+	if (!s->pidfile || streq(s->pidfile, "none"))
+		return 0;
+	_cleanup_fclose_ FILE *f = fopen(s->pidfile, "re");
+	long pid = 0;
+	if (!f || fscanf(f, "%ld", &pid) != 1 || pid <= 1 || pid > 4194304)
+		return 0;
+	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
+		return 0;
+	return (pid_t)pid;
+}
+
+static void plan_add(struct reload_plan *plan, enum reload_step_kind kind, const char *arg)
+{
+	if (plan->n < RELOAD_MAX_STEPS)
+		plan->steps[plan->n++] = (struct reload_step){ kind, arg };
+}
+
+static int plan_systemd(const struct sshd_units *u, const char *unit, bool port_changed, struct reload_plan *plan)
+{
+	if (u->service_active)
+		plan_add(plan, STEP_BUS_RELOAD, unit);
+	/* The socket unit's ListenStream comes from sshd_config through a
+	 * generator: only a daemon-reload and a socket restart move the port. */
+	if (port_changed && u->ssh_socket_active) {
+		plan_add(plan, STEP_BUS_DAEMON_RELOAD, NULL);
+		plan_add(plan, STEP_BUS_RESTART, "ssh.socket");
+	}
+	/* Socket activation with no sshd running yet: the next connection
+	 * starts one that reads the new config; nothing to reload. */
+	return plan->n || u->ssh_socket_active ? 0 : -ENOENT;
+}
+
+int sshd_reload_plan(const struct config *cfg, const struct sshd_settings *s, const struct sshd_units *units,
+		     bool port_changed, struct reload_plan *plan)
+{
+	*plan = (struct reload_plan){ 0 };
+	switch (cfg->reload) {
+	case RELOAD_NONE:
+		return 0;
+	case RELOAD_PIDFILE:
+		plan_add(plan, STEP_SIGNAL, cfg->reload_arg);
+		return 0;
+	case RELOAD_COMMAND:
+		plan_add(plan, STEP_COMMAND, cfg->reload_arg);
+		return 0;
+	case RELOAD_SYSTEMD:
+		if (!units->bus)
+			return -ENOENT;
+		return plan_systemd(units, cfg->reload_arg, port_changed, plan);
+	case RELOAD_AUTO:
+		if (units->bus && (units->ssh_service || units->sshd_service)) {
+			const char *unit = units->ssh_service ? "ssh.service" : "sshd.service";
+			if (plan_systemd(units, unit, port_changed, plan) == 0)
+				return 0;
+		}
+		if (!s->pidfile || streq(s->pidfile, "none"))
+			return -ENOENT;
+		plan_add(plan, STEP_SIGNAL, s->pidfile);
+		return 0;
+	}
+	return -EINVAL;
+}
+
+#define SD_DEST "org.freedesktop.systemd1"
+#define SD_PATH "/org/freedesktop/systemd1"
+#define SD_MANAGER "org.freedesktop.systemd1.Manager"
+#define SD_UNIT "org.freedesktop.systemd1.Unit"
+
+static void bus_unrefp(sd_bus **b)
+{
+	sd_bus_flush_close_unref(*b);
+}
+
+/* LoadState and ActiveState of a unit, without loading it if unknown. */
+static void unit_state(sd_bus *bus, const char *unit, bool *loaded, bool *active)
+{
+	sd_bus_message *reply = NULL;
+	const char *path;
+	*loaded = *active = false;
+	if (sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "GetUnit", NULL, &reply, "s", unit) < 0)
+		return;
+	if (sd_bus_message_read(reply, "o", &path) >= 0) {
+		char *state = NULL;
+		*loaded = true;
+		if (sd_bus_get_property_string(bus, SD_DEST, path, SD_UNIT, "ActiveState", NULL, &state) >= 0)
+			*active = streq(state, "active") || streq(state, "reloading");
+		free(state);
+	}
+	sd_bus_message_unref(reply);
+}
+
+void sshd_units_query(struct sshd_units *u)
+{
+	*u = (struct sshd_units){ 0 };
+	_cleanup_(bus_unrefp) sd_bus *bus = NULL;
+	if (access("/run/systemd/system", F_OK) < 0 || sd_bus_open_system(&bus) < 0)
+		return;
+	u->bus = true;
+	bool active = false;
+	unit_state(bus, "ssh.service", &u->ssh_service, &active);
+	u->service_active = active;
+	if (!u->ssh_service) {
+		unit_state(bus, "sshd.service", &u->sshd_service, &active);
+		u->service_active = active;
+	}
+	bool socket_loaded;
+	unit_state(bus, "ssh.socket", &socket_loaded, &u->ssh_socket_active);
+}
+
+static int bus_step(const struct reload_step *step, char *msg, size_t msglen)
+{
+	_cleanup_(bus_unrefp) sd_bus *bus = NULL;
+	sd_bus_error error = SD_BUS_ERROR_NULL;
+	int r = sd_bus_open_system(&bus);
+	if (r >= 0) {
+		if (step->kind == STEP_BUS_DAEMON_RELOAD)
+			r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "Reload", &error, NULL, "");
+		else
+			r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER,
+					       step->kind == STEP_BUS_RELOAD ? "ReloadUnit" : "RestartUnit", &error,
+					       NULL, "ss", step->arg, "replace");
+	}
+	if (r < 0)
+		snprintf(msg, msglen, "systemd refused to %s %s: %s",
+			 step->kind == STEP_BUS_RESTART ? "restart" : "reload", step->arg ? step->arg : "itself",
+			 error.message ? error.message : strerror(-r));
+	sd_bus_error_free(&error);
+	return r < 0 ? r : 0;
+}
+
+static int signal_step(const char *pidfile, char *msg, size_t msglen)
+{
+	struct sshd_settings s = { .pidfile = (char *)pidfile };
+	pid_t pid = sshd_running_pid(&s);
+	if (pid <= 0) {
+		snprintf(msg, msglen, "no running sshd in pid file %s", pidfile);
+		return -ESRCH;
+	}
+	if (kill(pid, SIGHUP) < 0) {
+		int e = errno;
+		snprintf(msg, msglen, "cannot signal sshd (pid %ld): %s", (long)pid, strerror(e));
+		return -e;
+	}
+	return 0;
+}
+
+static int command_step(const char *cmdline, char *msg, size_t msglen)
+{
+	_cleanup_free_ char *copy = strdup(cmdline);
+	char *argv[RELOAD_COMMAND_MAX_ARGS + 1];
+	size_t n = 0;
+	if (!copy)
+		return -ENOMEM;
+	for (char *save = NULL, *t = strtok_r(copy, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
+		if (n == RELOAD_COMMAND_MAX_ARGS)
+			return -E2BIG;
+		argv[n++] = t;
+	}
+	argv[n] = NULL;
+	if (n == 0)
+		return -EINVAL;
+	char err[200] = "";
+	int r = sshd_exec(argv, RELOAD_COMMAND_TIMEOUT_MS, NULL, err, sizeof(err));
+	if (r != 0)
+		snprintf(msg, msglen, "reload command %s %s%s%s", argv[0],
+			 r < 0 ? "could not run" : "failed", err[0] ? ": " : "", err);
+	return r == 0 ? 0 : -EIO;
+}
+
+int sshd_reload_run(const struct reload_plan *plan, char *msg, size_t msglen)
+{
+	for (size_t i = 0; i < plan->n; i++) {
+		const struct reload_step *step = &plan->steps[i];
+		int r;
+		switch (step->kind) {
+		case STEP_SIGNAL:
+			r = signal_step(step->arg, msg, msglen);
+			break;
+		case STEP_COMMAND:
+			r = command_step(step->arg, msg, msglen);
+			break;
+		default:
+			r = bus_step(step, msg, msglen);
+			break;
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}

@@ -1,0 +1,85 @@
+/* The local sshd: what it would do (`sshd -T`), whether it runs, and how
+ * to make it reload. */
+#pragma once
+
+#include <sys/types.h>
+
+#include "config.h"
+#include "util.h"
+
+#define SSHD_MAX_PORTS 16
+
+struct sshd_settings {
+	char *authorized_keys_file;	/* first AuthorizedKeysFile entry, unexpanded */
+	int ports[SSHD_MAX_PORTS];
+	size_t n_ports;
+	struct strv listen;		/* listenaddress values, "addr:port" */
+	int password;			/* passwordauthentication: 0/1 */
+	int kbdinteractive;		/* kbdinteractiveauthentication: 0/1 */
+	int pubkey;			/* pubkeyauthentication: 0/1 */
+	char *pidfile;
+	struct strv hostkeys;
+};
+
+/* Parses `sshd -T` output. Pure. -EBADMSG when a needed key is missing. */
+int sshd_settings_parse(const char *text, size_t len, struct sshd_settings *s);
+void sshd_settings_free(struct sshd_settings *s);
+
+/* Runs `sshd -T -f config -C user=U,host=localhost,addr=ADDR`: it
+ * validates like `sshd -t` and gives the effective values for the user.
+ * -ENOENT: no sshd binary; -EINVAL: sshd refused the config (msg has its
+ * first line of complaint); other -errno. */
+int sshd_query(const struct config *cfg, const char *user, struct sshd_settings *s, char *msg, size_t msglen);
+
+/* Expands %h %u %U %% of an AuthorizedKeysFile entry; relative results go
+ * under home. NULL on a bad pattern or ENOMEM. */
+char *sshd_expand_keys_path(const char *pattern, const char *home, const char *user, uid_t uid);
+
+/* The listening sshd's pid from its pid file, or 0 when none runs. */
+pid_t sshd_running_pid(const struct sshd_settings *s);
+
+/* What a reload does, as a list of steps: pure, so the choice of units is
+ * unit-tested without a running systemd. */
+enum reload_step_kind {
+	STEP_BUS_RELOAD,	/* ReloadUnit(unit) */
+	STEP_BUS_DAEMON_RELOAD,	/* Reload() the manager: generators rerun */
+	STEP_BUS_RESTART,	/* RestartUnit(unit) */
+	STEP_SIGNAL,		/* SIGHUP to the pid in the pid file */
+	STEP_COMMAND,		/* exec argv */
+};
+
+struct reload_step {
+	enum reload_step_kind kind;
+	const char *arg;	/* unit, pid file or command line */
+};
+
+/* What systemd knows of the ssh units; all false without a bus. */
+struct sshd_units {
+	bool bus;
+	bool ssh_service;	/* ssh.service is loaded (Debian, Ubuntu) */
+	bool sshd_service;	/* sshd.service is loaded (Fedora, RHEL, Arch) */
+	bool service_active;	/* that service is running */
+	bool ssh_socket_active;	/* ssh.socket listens (Ubuntu 22.10+): socket activation */
+};
+
+#define RELOAD_MAX_STEPS 4
+struct reload_plan {
+	struct reload_step steps[RELOAD_MAX_STEPS];
+	size_t n;
+};
+
+/* -ENOENT when there is nothing to reload with (auto without units and
+ * without a pid file). */
+int sshd_reload_plan(const struct config *cfg, const struct sshd_settings *s, const struct sshd_units *units,
+		     bool port_changed, struct reload_plan *plan);
+
+/* Asks systemd (sd-bus) about the ssh units; units->bus false without one. */
+void sshd_units_query(struct sshd_units *units);
+
+/* Carries the plan out. msg says which step failed. */
+int sshd_reload_run(const struct reload_plan *plan, char *msg, size_t msglen);
+
+/* Runs argv with a clean environment, stdout captured (bounded), stderr's
+ * first line in msg, killed after timeout_ms. Returns the exit status
+ * (0..255), or -errno (-ETIMEDOUT). */
+int sshd_exec(char *const argv[], int timeout_ms, struct buf *out, char *msg, size_t msglen);
