@@ -1,0 +1,311 @@
+/* results/<task_id>.json, backup/<n> and inflight.json in the state dir.
+ * Everything written here is fsync'd before the agent acts on it. */
+#include <dirent.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+
+#include "journal.h"
+
+#define MANIFEST "inflight.json"
+#define MANIFEST_MAX (1024 * 1024)
+#define BACKUP_MAX (16 * 1024 * 1024)
+#define RESULT_MAX (64 * 1024)
+
+static int make_state_dir(const char *path)
+{
+	char partial[PATH_MAX];
+	if (strlen(path) >= sizeof(partial) || path[0] != '/')
+		return -EINVAL;
+	for (const char *p = path + 1;; p++) {
+		if (*p != '/' && *p != '\0')
+			continue;
+		snprintf(partial, sizeof(partial), "%.*s", (int)(p - path), path);
+		if (mkdir(partial, *p ? 0755 : 0700) < 0 && errno != EEXIST)
+			return -errno;
+		if (!*p)
+			return 0;
+	}
+}
+
+static int open_sub(struct journal *j, const char *name, struct safefile_dir *sub)
+{
+	*sub = (struct safefile_dir)SAFEFILE_DIR_INIT;
+	if (mkdirat(j->dir.fd, name, 0700) < 0 && errno != EEXIST)
+		return -errno;
+	sub->fd = openat(j->dir.fd, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+	if (sub->fd < 0)
+		return -errno;
+	struct stat st;
+	if (fstat(sub->fd, &st) < 0)
+		return -errno;
+	return st.st_uid == 0 && !(st.st_mode & 022) ? 0 : -EPERM;
+}
+
+int journal_open(const char *state_dir, struct journal *j, char *msg, size_t msglen)
+{
+	*j = (struct journal){ .dir = SAFEFILE_DIR_INIT, .results = SAFEFILE_DIR_INIT,
+			       .backup = SAFEFILE_DIR_INIT, .lock_fd = -1 };
+	int r = make_state_dir(state_dir);
+	if (r == 0)
+		r = safefile_open_dir(state_dir, 0, 0, NULL, false, &j->dir, msg, msglen);
+	if (r == 0)
+		r = open_sub(j, "results", &j->results);
+	if (r == 0)
+		r = open_sub(j, "backup", &j->backup);
+	if (r == 0) {
+		j->lock_fd = openat(j->dir.fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (j->lock_fd < 0)
+			r = -errno;
+	}
+	if (r < 0 && msglen && !msg[0])
+		snprintf(msg, msglen, "state dir %s: %s", state_dir, strerror(-r));
+	return r;
+}
+
+void journal_close(struct journal *j)
+{
+	safefile_close_dir(&j->dir);
+	safefile_close_dir(&j->results);
+	safefile_close_dir(&j->backup);
+	closep(&j->lock_fd);
+	j->lock_fd = -1;
+}
+
+int journal_lock(struct journal *j, int timeout_ms)
+{
+	int64_t deadline = now_ms() + timeout_ms;
+	int wait = 1;
+	while (flock(j->lock_fd, LOCK_EX | LOCK_NB) < 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR)
+			return -errno;
+		if (now_ms() >= deadline)
+			return -ETIMEDOUT;
+		poll(NULL, 0, wait);
+		wait = wait < 50 ? wait * 2 : 50;
+	}
+	return 0;
+}
+
+static void result_name(const char *task_id, char *name, size_t size)
+{
+	snprintf(name, size, "%s.json", task_id);
+}
+
+int journal_lookup(struct journal *j, const char *task_id, struct result *res)
+{
+	char name[TASK_ID_MAX + 8];
+	char msg[128];
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	struct safefile_stat st;
+	result_name(task_id, name, sizeof(name));
+	int r = safefile_read(&j->results, name, RESULT_MAX, &text, &len, &st, msg, sizeof(msg));
+	if (r < 0)
+		return r;
+	if (!st.exists)
+		return -ENOENT;
+	return result_from_json(text, len, res);
+}
+
+static int prune_results(struct journal *j)
+{
+	int fd = openat(j->results.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	size_t count = 0;
+	time_t oldest = 0;
+	char victim[NAME_MAX + 1] = "";
+	for (struct dirent *e; (e = readdir(d));) {
+		struct stat st;
+		if (e->d_name[0] == '.' || fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		count++;
+		if (!victim[0] || st.st_mtime < oldest) {
+			oldest = st.st_mtime;
+			snprintf(victim, sizeof(victim), "%s", e->d_name);
+		}
+	}
+	if (count > JOURNAL_MAX_RESULTS && victim[0])
+		unlinkat(fd, victim, 0);
+	closedir(d);
+	return 0;
+}
+
+int journal_record(struct journal *j, const struct result *res)
+{
+	char name[TASK_ID_MAX + 8];
+	if (!res->task_id[0])
+		return -EINVAL;
+	_cleanup_free_ char *text = result_to_json(res);
+	if (!text)
+		return -ENOMEM;
+	result_name(res->task_id, name, sizeof(name));
+	int r = safefile_replace(&j->results, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
+	/* The journal is bounded: each record past the cap drops the oldest. */
+	if (r == 0 && (res->task_id[0] % 16) == 0)
+		prune_results(j);
+	return r;
+}
+
+static cJSON *file_to_json(const struct backup_file *f, size_t index)
+{
+	cJSON *o = cJSON_CreateObject();
+	if (!o)
+		return NULL;
+	char blob[32];
+	snprintf(blob, sizeof(blob), "%zu", index);
+	bool ok = cJSON_AddStringToObject(o, "path", f->path) && cJSON_AddNumberToObject(o, "walk_uid", f->walk_uid) &&
+		  cJSON_AddNumberToObject(o, "walk_gid", f->walk_gid) &&
+		  cJSON_AddStringToObject(o, "home", f->home ? f->home : "") &&
+		  cJSON_AddBoolToObject(o, "existed", f->existed) && cJSON_AddNumberToObject(o, "uid", f->uid) &&
+		  cJSON_AddNumberToObject(o, "gid", f->gid) && cJSON_AddNumberToObject(o, "mode", f->mode) &&
+		  cJSON_AddStringToObject(o, "blob", blob) && cJSON_AddBoolToObject(o, "dir_created", f->dir_created) &&
+		  cJSON_AddBoolToObject(o, "sshd_config", f->sshd_config);
+	if (!ok) {
+		cJSON_Delete(o);
+		return NULL;
+	}
+	return o;
+}
+
+int journal_backup_write(struct journal *j, const struct backup *b)
+{
+	_cleanup_cjson_ cJSON *root = cJSON_CreateObject();
+	cJSON *files = root ? cJSON_AddArrayToObject(root, "files") : NULL;
+	if (!files || !cJSON_AddStringToObject(root, "task_id", b->task_id) ||
+	    !cJSON_AddStringToObject(root, "server_id", b->server_id ? b->server_id : ""))
+		return -ENOMEM;
+	for (size_t i = 0; i < b->n; i++) {
+		char blob[32];
+		snprintf(blob, sizeof(blob), "%zu", i);
+		int r = safefile_replace(&j->backup, blob, b->files[i].data, b->files[i].len, 0, 0, 0600, NULL, NULL);
+		if (r < 0)
+			return r;
+		cJSON *o = file_to_json(&b->files[i], i);
+		if (!o || !cJSON_AddItemToArray(files, o))
+			return -ENOMEM;
+	}
+	_cleanup_free_ char *text = cJSON_PrintUnformatted(root);
+	if (!text)
+		return -ENOMEM;
+	return safefile_replace(&j->dir, MANIFEST, text, strlen(text), 0, 0, 0600, NULL, NULL);
+}
+
+static int json_uint(const cJSON *o, const char *key, unsigned *out)
+{
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!cJSON_IsNumber(v) || v->valuedouble < 0 || v->valuedouble > 4294967295.0)
+		return -EBADMSG;
+	*out = (unsigned)v->valuedouble;
+	return 0;
+}
+
+static int json_to_file(struct journal *j, const cJSON *o, struct backup_file *f)
+{
+	const cJSON *path = cJSON_GetObjectItemCaseSensitive(o, "path");
+	const cJSON *home = cJSON_GetObjectItemCaseSensitive(o, "home");
+	const cJSON *blob = cJSON_GetObjectItemCaseSensitive(o, "blob");
+	unsigned walk_uid, walk_gid, uid, gid, mode;
+	*f = (struct backup_file){ 0 };
+	if (!cJSON_IsString(path) || !cJSON_IsString(home) || !cJSON_IsString(blob) ||
+	    !str_is_token(blob->valuestring, 16))
+		return -EBADMSG;
+	if (json_uint(o, "walk_uid", &walk_uid) < 0 || json_uint(o, "walk_gid", &walk_gid) < 0 ||
+	    json_uint(o, "uid", &uid) < 0 || json_uint(o, "gid", &gid) < 0 || json_uint(o, "mode", &mode) < 0)
+		return -EBADMSG;
+	*f = (struct backup_file){
+		.path = strdup(path->valuestring),
+		.home = strdup(home->valuestring),
+		.walk_uid = walk_uid, .walk_gid = walk_gid, .uid = uid, .gid = gid, .mode = mode & 07777,
+		.existed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "existed")),
+		.dir_created = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "dir_created")),
+		.sshd_config = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "sshd_config")),
+	};
+	if (!f->path || !f->home)
+		return -ENOMEM;
+	char msg[128];
+	struct safefile_stat st;
+	return safefile_read(&j->backup, blob->valuestring, BACKUP_MAX, &f->data, &f->len, &st, msg, sizeof(msg));
+}
+
+int journal_backup_read(struct journal *j, struct backup *b)
+{
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	char msg[128];
+	struct safefile_stat st;
+	*b = (struct backup){ 0 };
+	int r = safefile_read(&j->dir, MANIFEST, MANIFEST_MAX, &text, &len, &st, msg, sizeof(msg));
+	if (r < 0)
+		return r;
+	if (!st.exists)
+		return -ENOENT;
+	_cleanup_cjson_ cJSON *root = cJSON_ParseWithLength(text, len);
+	const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "task_id");
+	const cJSON *sid = cJSON_GetObjectItemCaseSensitive(root, "server_id");
+	const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
+	if (!cJSON_IsString(id) || !str_is_token(id->valuestring, TASK_ID_MAX) || !cJSON_IsArray(files))
+		return -EBADMSG;
+	snprintf(b->task_id, sizeof(b->task_id), "%s", id->valuestring);
+	if (cJSON_IsString(sid) && sid->valuestring[0])
+		b->server_id = strdup(sid->valuestring);
+	const cJSON *o;
+	cJSON_ArrayForEach(o, files) {
+		struct backup_file f;
+		r = json_to_file(j, o, &f);
+		if (r == 0)
+			r = backup_add(b, &f);
+		else {
+			free(f.path);
+			free(f.home);
+			free(f.data);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int journal_backup_clear(struct journal *j)
+{
+	int r = safefile_remove(&j->dir, MANIFEST);
+	if (r < 0)
+		return r;
+	char blob[32];
+	for (size_t i = 0;; i++) {
+		snprintf(blob, sizeof(blob), "%zu", i);
+		if (unlinkat(j->backup.fd, blob, 0) < 0)
+			break;
+	}
+	return 0;
+}
+
+/* Takes ownership of f's allocations. */
+int backup_add(struct backup *b, const struct backup_file *f)
+{
+	struct backup_file *n = realloc(b->files, (b->n + 1) * sizeof(*n));
+	if (!n)
+		return -ENOMEM;
+	b->files = n;
+	b->files[b->n++] = *f;
+	return 0;
+}
+
+void backup_free(struct backup *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		free(b->files[i].path);
+		free(b->files[i].home);
+		free(b->files[i].data);
+	}
+	free(b->files);
+	free(b->server_id);
+	*b = (struct backup){ 0 };
+}

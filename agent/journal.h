@@ -1,0 +1,60 @@
+/* The state dir: the lock that serialises tasks, the journal of results by
+ * task_id, and the backups of the task in hand. */
+#pragma once
+
+#include <sys/types.h>
+
+#include "safefile.h"
+#include "task.h"
+
+#define JOURNAL_MAX_RESULTS 10000
+
+struct journal {
+	struct safefile_dir dir;	/* the state dir itself */
+	struct safefile_dir results;	/* results/<task_id>.json */
+	struct safefile_dir backup;	/* backup/<n>, the files of the task in hand */
+	int lock_fd;
+};
+
+/* One file the task in hand touches, as it was before. */
+struct backup_file {
+	char *path;		/* absolute path */
+	uid_t walk_uid;		/* the user whose path it is (safefile walk) */
+	gid_t walk_gid;
+	char *home;		/* that user's home, for the walk */
+	bool existed;
+	uid_t uid;
+	gid_t gid;
+	mode_t mode;
+	char *data;
+	size_t len;
+	bool dir_created;	/* the task created the directory holding it */
+	bool sshd_config;	/* a file sshd reads: reload after restoring */
+};
+
+struct backup {
+	char task_id[TASK_ID_MAX + 1];
+	char *server_id;
+	struct backup_file *files;
+	size_t n;
+};
+
+int journal_open(const char *state_dir, struct journal *j, char *msg, size_t msglen);
+void journal_close(struct journal *j);
+/* Waits for the lock, at most timeout_ms; -ETIMEDOUT after. */
+int journal_lock(struct journal *j, int timeout_ms);
+
+/* 0 and the recorded result, or -ENOENT. */
+int journal_lookup(struct journal *j, const char *task_id, struct result *res);
+/* Records the result durably (fsync) before anyone is told of it. */
+int journal_record(struct journal *j, const struct result *res);
+
+/* Durably writes the backups and then the manifest naming them: from
+ * here on a crash is rolled back by the next start. */
+int journal_backup_write(struct journal *j, const struct backup *b);
+/* The manifest of an interrupted task, or -ENOENT. */
+int journal_backup_read(struct journal *j, struct backup *b);
+/* Forgets the backups: the task committed or was rolled back. */
+int journal_backup_clear(struct journal *j);
+int backup_add(struct backup *b, const struct backup_file *f);
+void backup_free(struct backup *b);
