@@ -1,0 +1,586 @@
+/* One task as one transaction. Nothing is written before the plan is
+ * complete and the backups are durable; after the first write every failure
+ * restores the backups (and reloads sshd when it was reloaded). */
+#include <shadow.h>
+#include <time.h>
+
+#include "apply.h"
+#include "log.h"
+#include "plan.h"
+#include "proof.h"
+#include "sshd.h"
+
+#define PORT_WAIT_MS 5000
+
+/* Where a task's time goes, for `-v` and the benchmarks. */
+enum step {
+	STEP_SSHD_T,
+	STEP_PROVE,
+	STEP_PLAN,
+	STEP_BACKUP,
+	STEP_CONFIG,
+	STEP_RELOAD,
+	STEP_WRITE,
+	STEP_PROBE,
+	_STEP_MAX,
+};
+
+static const char *const step_names[_STEP_MAX] = {
+	[STEP_SSHD_T] = "sshd_T", [STEP_PROVE] = "prove", [STEP_PLAN] = "plan",     [STEP_BACKUP] = "backup",
+	[STEP_CONFIG] = "config", [STEP_RELOAD] = "reload", [STEP_WRITE] = "write", [STEP_PROBE] = "probe",
+};
+
+struct apply {
+	const struct config *cfg;
+	struct journal *j;
+	const struct task *task;
+	struct result *res;
+	int64_t deadline;
+	struct plan plan;
+	struct sshd_settings sshd;	/* as sshd is before the task */
+	struct sshd_units units;
+	bool running;			/* sshd answers on its port */
+	bool units_known;
+	struct backup backup;
+	bool backed_up;
+	bool reloaded;
+	int64_t step_us[_STEP_MAX];
+	int64_t mark;
+};
+
+static int64_t now_us(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* Charges the time since the last mark to a step. */
+static void step_done(struct apply *a, enum step s)
+{
+	int64_t t = now_us();
+	a->step_us[s] += t - a->mark;
+	a->mark = t;
+}
+
+static void log_steps(const struct apply *a)
+{
+	char line[256];
+	size_t used = 0;
+	for (int i = 0; i < _STEP_MAX; i++)
+		used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%s=%.1f", i ? " " : "", step_names[i],
+					 (double)a->step_us[i] / 1000.0);
+	log_debug("task %s steps (ms): %s", a->task->id, line);
+}
+
+static const char *action_name(enum task_action a)
+{
+	return a == TASK_ASSOCIATE ? "associate" : "disassociate";
+}
+
+static int check_preconditions(const struct apply *a, const char *server_id)
+{
+	const struct task *t = a->task;
+	if (t->has_expiry && time(NULL) > t->expires_at)
+		return result_fail(a->res, ERR_EXPIRED, "task expired before it was applied");
+	if (server_id && strcasecmp(server_id, t->server_id) != 0)
+		return result_fail(a->res, ERR_WRONG_SERVER, "task is for server %s, this is %s", t->server_id,
+				   server_id);
+	return 0;
+}
+
+static int query_sshd(struct apply *a, struct sshd_settings *s)
+{
+	char msg[RESULT_MSG_MAX] = "";
+	int r = sshd_query(a->cfg, a->plan.user.name, s, msg, sizeof(msg));
+	if (r == -ENOENT)
+		return result_fail(a->res, ERR_SSHD_UNREACHABLE, "%s", msg);
+	if (r == -EINVAL || r == -EBADMSG)
+		return result_fail(a->res, ERR_SSHD_CONFIG_INVALID, "%s", msg);
+	if (r == -ETIMEDOUT)
+		return result_fail(a->res, ERR_TIMEOUT, "sshd -T did not answer in time");
+	if (r < 0)
+		return result_fail(a->res, ERR_IO_ERROR, "%s", msg);
+	return 0;
+}
+
+static struct proof_target target(const struct apply *a, int port)
+{
+	return (struct proof_target){ .address = a->cfg->address, .port = port, .user = a->plan.user.name,
+				      .hostkeys = &a->sshd.hostkeys, .timeout_ms = a->cfg->connect_timeout_ms };
+}
+
+static int prove_credential(struct apply *a, struct pubkey *replaced)
+{
+	const struct task *t = a->task;
+	char msg[RESULT_MSG_MAX] = "";
+	if (!a->running)
+		return result_fail(a->res, ERR_SSHD_UNREACHABLE, "sshd does not answer on %s port %d",
+				   a->cfg->address, a->sshd.ports[0]);
+	struct proof_target tg = target(a, a->sshd.ports[0]);
+	switch (proof_credential(&tg, t->auth_type, &t->auth_key, replaced, msg, sizeof(msg))) {
+	case PROOF_OK:
+		return 0;
+	case PROOF_REFUSED:
+		return result_fail(a->res, ERR_AUTH_FAILED, "%s", msg);
+	case PROOF_BAD_CREDENTIAL:
+		return result_fail(a->res, ERR_INVALID_TASK, "%s", msg);
+	case PROOF_UNREACHABLE:
+	case PROOF_HOSTKEY:
+		return result_fail(a->res, ERR_SSHD_UNREACHABLE, "%s", msg);
+	case PROOF_ERROR:
+		break;
+	}
+	return result_fail(a->res, ERR_SSHD_UNREACHABLE, "%s", msg[0] ? msg : "cannot prove the credential");
+}
+
+static int back_up_file(struct apply *a, const struct plan_file *f, bool sshd_config)
+{
+	struct backup_file b = {
+		.path = strdup(f->path),
+		.walk_uid = f->walk_uid,
+		.walk_gid = f->walk_gid,
+		.home = strdup(f->home ? f->home : ""),
+		.existed = f->st.exists,
+		.uid = f->st.uid,
+		.gid = f->st.gid,
+		.mode = f->st.mode,
+		.data = malloc(f->old_len + 1),
+		.len = f->old_len,
+		.dir_created = f->dir_missing,
+		.sshd_config = sshd_config,
+	};
+	if (!b.path || !b.home || !b.data || backup_add(&a->backup, &b) < 0) {
+		free(b.path);
+		free(b.home);
+		free(b.data);
+		return -ENOMEM;
+	}
+	memcpy(b.data, f->old, f->old_len);
+	return 0;
+}
+
+static int back_up(struct apply *a)
+{
+	struct plan *p = &a->plan;
+	int r = 0;
+	snprintf(a->backup.task_id, sizeof(a->backup.task_id), "%s", a->task->id);
+	a->backup.server_id = a->res->server_id ? strdup(a->res->server_id) : NULL;
+	for (size_t i = 0; r == 0 && i < p->n_conf; i++)
+		if (p->conf[i].new || (i == 0 && p->main_stage1))
+			r = back_up_file(a, &p->conf[i], true);
+	if (r == 0 && p->keys.new)
+		r = back_up_file(a, &p->keys, false);
+	if (r == 0)
+		r = journal_backup_write(a->j, &a->backup);
+	if (r < 0)
+		return result_fail(a->res, ERR_IO_ERROR, "cannot write backups to %s: %s", a->cfg->state_dir,
+				   strerror(-r));
+	a->backed_up = true;
+	return 0;
+}
+
+static int write_file(const char *path, uid_t walk_uid, gid_t walk_gid, const char *home, bool create,
+		      const char *data, size_t len, uid_t uid, gid_t gid, mode_t mode, struct safefile_stat *expect,
+		      char *msg, size_t msglen)
+{
+	_cleanup_free_ char *dir = strdup(path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	if (!slash)
+		return -ENOMEM;
+	*slash = '\0';
+	struct safefile_dir d;
+	int r = safefile_open_dir(dir[0] ? dir : "/", walk_uid, walk_gid, home, create, &d, msg, msglen);
+	if (r == 0)
+		r = safefile_replace(&d, slash + 1, data, len, uid, gid, mode, expect, expect);
+	safefile_close_dir(&d);
+	return r;
+}
+
+static int write_plan_file(struct apply *a, struct plan_file *f, const char *data, size_t len)
+{
+	char msg[256] = "";
+	int r = write_file(f->path, f->walk_uid, f->walk_gid, f->home, f->dir_missing, data, len, f->uid, f->gid,
+			   f->mode, &f->st, msg, sizeof(msg));
+	if (r == -EAGAIN)
+		return result_fail(a->res, ERR_IO_ERROR, "%s changed while the agent was writing it", f->path);
+	if (r < 0)
+		return result_fail(a->res, safefile_error_is_unsafe(r) ? ERR_UNSAFE_PATH : ERR_IO_ERROR,
+				   "cannot write %s: %s", f->path, msg[0] ? msg : strerror(-r));
+	return 0;
+}
+
+static int reload(struct apply *a)
+{
+	char msg[RESULT_MSG_MAX] = "";
+	struct reload_plan plan;
+	if (!a->running)
+		return 0;
+	if (!a->units_known) {
+		sshd_units_query(&a->units);
+		a->units_known = true;
+	}
+	int r = sshd_reload_plan(a->cfg, &a->sshd, &a->units, a->plan.port_change, &plan);
+	if (r < 0)
+		return result_fail(a->res, ERR_RELOAD_FAILED, "no way to reload sshd: no systemd unit, no pid file");
+	a->reloaded = true;
+	r = sshd_reload_run(&plan, msg, sizeof(msg));
+	step_done(a, STEP_RELOAD);
+	return r < 0 ? result_fail(a->res, ERR_RELOAD_FAILED, "%s", msg) : 0;
+}
+
+/* Writes main (and the drop-ins on the first stage), then lets sshd -T
+ * judge the candidate before any reload. */
+static int write_config(struct apply *a, const char *main_text, size_t main_len, bool stage1)
+{
+	struct plan *p = &a->plan;
+	if (main_text && write_plan_file(a, &p->conf[0], main_text, main_len) < 0)
+		return -1;
+	for (size_t i = 1; stage1 && i < p->n_conf; i++)
+		if (p->conf[i].new && write_plan_file(a, &p->conf[i], p->conf[i].new, p->conf[i].new_len) < 0)
+			return -1;
+	step_done(a, STEP_WRITE);
+	struct sshd_settings s;
+	int r = query_sshd(a, &s);
+	if (r == 0)
+		r = plan_check_effective(p, &s, stage1, a->res);
+	sshd_settings_free(&s);
+	step_done(a, STEP_CONFIG);
+	return r;
+}
+
+static bool config_changes(const struct plan *p)
+{
+	for (size_t i = 0; i < p->n_conf; i++)
+		if (p->conf[i].new)
+			return true;
+	return p->main_stage1 != NULL;
+}
+
+static int wait_port(struct apply *a, int port)
+{
+	int64_t until = now_ms() + PORT_WAIT_MS;
+	for (int wait = 10; now_ms() < until; wait = wait < 200 ? wait * 2 : 200) {
+		if (proof_port_open(a->cfg->address, port, a->cfg->connect_timeout_ms))
+			return 0;
+		struct timespec ts = { 0, wait * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+	return result_fail(a->res, ERR_PROBE_FAILED, "nothing answers on %s port %d after the reload",
+			   a->cfg->address, port);
+}
+
+static int check_time(struct apply *a)
+{
+	if (now_ms() <= a->deadline)
+		return 0;
+	return result_fail(a->res, ERR_TIMEOUT, "task ran past its time limit of %d s", a->cfg->task_timeout_s);
+}
+
+/* Make before break: sshd listens on the old and the new port, the new one
+ * is seen to answer, and only then the old one goes. */
+static int change_config(struct apply *a)
+{
+	struct plan *p = &a->plan;
+	bool stage1 = p->main_stage1 && a->running;
+	if (stage1) {
+		if (write_config(a, p->main_stage1, p->main_stage1_len, true) < 0 || check_time(a) < 0 ||
+		    reload(a) < 0 || (a->running && wait_port(a, p->port) < 0))
+			return -1;
+	}
+	struct plan_file *m = &p->conf[0];
+	const char *text = m->new ? m->new : (stage1 ? m->old : NULL);
+	size_t len = m->new ? m->new_len : m->old_len;
+	if (write_config(a, text, len, !stage1) < 0 || check_time(a) < 0)
+		return -1;
+	return reload(a);
+}
+
+static int probe(struct apply *a)
+{
+	struct plan *p = &a->plan;
+	char msg[RESULT_MSG_MAX] = "";
+	if (!a->running) {
+		result_warn(a->res, "sshd is not running: the change was checked with sshd -T but not probed");
+		return 0;
+	}
+	struct proof_target tg = target(a, p->port ? p->port : a->sshd.ports[0]);
+	struct proof_expect e = { .accept = p->accept, .n_accept = p->n_accept, .refuse = p->refuse,
+				  .n_refuse = p->n_refuse, .password = p->password };
+	int64_t deadline = now_ms() + a->cfg->probe_timeout_ms;
+	if (deadline > a->deadline)
+		deadline = a->deadline;
+	enum proof_status st = proof_probe(&tg, &e, deadline, msg, sizeof(msg));
+	if (st == PROOF_OK)
+		return 0;
+	if (check_time(a) < 0)
+		return -1;
+	return result_fail(a->res, ERR_PROBE_FAILED, "%s", msg[0] ? msg : "sshd does not behave as ordered");
+}
+
+static int remove_file(const struct backup_file *f, const char *home, char *msg, size_t msglen)
+{
+	_cleanup_free_ char *dir = strdup(f->path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	struct safefile_dir d;
+	if (!slash)
+		return -ENOMEM;
+	*slash = '\0';
+	int r = safefile_open_dir(dir[0] ? dir : "/", f->walk_uid, f->walk_gid, home, false, &d, msg, msglen);
+	if (r == 0)
+		r = safefile_remove(&d, slash + 1);
+	if (r == 0 && f->dir_created)
+		safefile_remove_dir(&d);
+	safefile_close_dir(&d);
+	return r == -ENOENT ? 0 : r;
+}
+
+/* Puts every backed-up file back as it was. Returns the number of files
+ * that could not be restored. */
+static int restore_files(const struct backup *b, bool *sshd_touched)
+{
+	int failed = 0;
+	for (size_t i = b->n; i-- > 0;) {
+		const struct backup_file *f = &b->files[i];
+		char msg[256] = "";
+		const char *home = f->home[0] ? f->home : NULL;
+		int r;
+		if (f->existed)
+			r = write_file(f->path, f->walk_uid, f->walk_gid, home, false, f->data, f->len, f->uid,
+				       f->gid, f->mode, NULL, msg, sizeof(msg));
+		else
+			r = remove_file(f, home, msg, sizeof(msg));
+		if (r < 0) {
+			log_warnx("rollback: cannot restore %s: %s", f->path, msg[0] ? msg : strerror(-r));
+			failed++;
+		}
+		if (f->sshd_config)
+			*sshd_touched = true;
+	}
+	return failed;
+}
+
+static void rollback(struct apply *a)
+{
+	bool sshd_touched = false;
+	if (!a->backed_up)
+		return;
+	int failed = restore_files(&a->backup, &sshd_touched);
+	if (a->reloaded && sshd_touched) {
+		struct reload_plan plan;
+		char msg[RESULT_MSG_MAX] = "";
+		if (sshd_reload_plan(a->cfg, &a->sshd, &a->units, a->plan.port_change, &plan) < 0 ||
+		    sshd_reload_run(&plan, msg, sizeof(msg)) < 0) {
+			log_warnx("rollback: cannot reload sshd: %s", msg);
+			failed++;
+		}
+	}
+	if (failed) {
+		result_warn(a->res, "rollback left %d file(s) unrestored; backups kept in %s", failed,
+			    a->cfg->state_dir);
+		return;
+	}
+	journal_backup_clear(a->j);
+}
+
+static void warn_no_password(struct apply *a)
+{
+	const struct plan *p = &a->plan;
+	if (p->password != 1 || a->task->action != TASK_DISASSOCIATE)
+		return;
+	struct spwd sp, *found = NULL;
+	char buf[4096];
+	if (getspnam_r(p->user.name, &sp, buf, sizeof(buf), &found) != 0 || !found)
+		return;
+	const char *h = found->sp_pwdp;
+	if (!h || !h[0] || h[0] == '!' || h[0] == '*')
+		result_warn(a->res, "user %s has no usable password: password login is on but nobody can use it",
+			    p->user.name);
+	explicit_bzero(buf, sizeof(buf));
+}
+
+static int transact(struct apply *a)
+{
+	struct plan *p = &a->plan;
+	bool conf = config_changes(p);
+	if (!conf) {
+		if (plan_check_effective(p, &a->sshd, false, a->res) < 0)
+			return -1;
+	}
+	if ((conf || p->keys.new) && back_up(a) < 0)
+		return -1;
+	step_done(a, STEP_BACKUP);
+	if (conf && change_config(a) < 0)
+		return -1;
+	if (p->keys.new && write_plan_file(a, &p->keys, p->keys.new, p->keys.new_len) < 0)
+		return -1;
+	step_done(a, STEP_WRITE);
+	if (check_time(a) < 0)
+		return -1;
+	int r = probe(a);
+	step_done(a, STEP_PROBE);
+	return r;
+}
+
+static int prepare(struct apply *a, const char *server_id, struct pubkey *replaced)
+{
+	const struct task *t = a->task;
+	const char *user = t->user ? t->user : a->cfg->user;
+	if (check_preconditions(a, server_id) < 0)
+		return -1;
+	int r = plan_user(user, &a->plan.user);
+	if (r == -ENOENT)
+		return result_fail(a->res, ERR_USER_NOT_FOUND, "no user %s", user);
+	if (r < 0)
+		return result_fail(a->res, ERR_IO_ERROR, "cannot look up user %s: %s", user, strerror(-r));
+	if (query_sshd(a, &a->sshd) < 0)
+		return -1;
+	step_done(a, STEP_SSHD_T);
+	a->running = proof_port_open(a->cfg->address, a->sshd.ports[0], a->cfg->connect_timeout_ms);
+	if (t->auth_type != AUTH_NONE && prove_credential(a, replaced) < 0)
+		return -1;
+	step_done(a, STEP_PROVE);
+	if (plan_keys(&a->plan, &a->sshd, t, replaced->type ? replaced : NULL, a->res) < 0)
+		return -1;
+	r = plan_sshd_config(&a->plan, a->cfg, &a->sshd, t, a->res);
+	step_done(a, STEP_PLAN);
+	return r;
+}
+
+int apply_task(const struct config *cfg, struct journal *j, const struct task *task, struct result *res)
+{
+	struct apply a = { .cfg = cfg, .j = j, .task = task, .res = res,
+			   .deadline = now_ms() + (int64_t)cfg->task_timeout_s * 1000, .mark = now_us() };
+	struct pubkey replaced = { 0 };
+	_cleanup_free_ char *server_id = config_server_id(cfg);
+	int r = prepare(&a, server_id, &replaced);
+	if (r == 0) {
+		r = transact(&a);
+		if (r < 0)
+			rollback(&a);
+		else if (a.backed_up)
+			journal_backup_clear(j);
+	}
+	if (r == 0)
+		warn_no_password(&a);
+	log_steps(&a);
+	pubkey_free(&replaced);
+	backup_free(&a.backup);
+	sshd_settings_free(&a.sshd);
+	plan_free(&a.plan);
+	return r;
+}
+
+static void log_result(const struct task *t, const struct result *res, const char *user)
+{
+	struct log_task lt = {
+		.task_id = res->task_id[0] ? res->task_id : "-",
+		.server_id = res->server_id,
+		.action = t ? action_name(t->action) : NULL,
+		.keypair = t && t->n_keys ? t->keys[0].name : NULL,
+		.user = user,
+		.result = res->code == ERR_NONE ? "SUCCESS" : "FAILED",
+		.error_code = res->code == ERR_NONE ? NULL : error_code_name(res->code),
+		.duration_ms = res->duration_ms,
+	};
+	log_task(&lt);
+}
+
+int apply_recover(const struct config *cfg, struct journal *j)
+{
+	struct backup b;
+	int r = journal_backup_read(j, &b);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0) {
+		log_warnx("cannot read the backups of an interrupted task: %s", strerror(-r));
+		return r;
+	}
+	bool sshd_touched = false;
+	int failed = restore_files(&b, &sshd_touched);
+	if (sshd_touched) {
+		struct sshd_settings s;
+		struct sshd_units u;
+		struct reload_plan plan;
+		char msg[RESULT_MSG_MAX] = "";
+		sshd_units_query(&u);
+		if (sshd_query(cfg, "root", &s, msg, sizeof(msg)) == 0) {
+			if (sshd_running_pid(&s) > 0 && sshd_reload_plan(cfg, &s, &u, true, &plan) == 0)
+				sshd_reload_run(&plan, msg, sizeof(msg));
+			sshd_settings_free(&s);
+		}
+	}
+	struct result res;
+	result_init(&res);
+	snprintf(res.task_id, sizeof(res.task_id), "%s", b.task_id);
+	result_set_server_id(&res, b.server_id ? b.server_id : "");
+	result_fail(&res, ERR_IO_ERROR, "the agent stopped in the middle of this task; it was rolled back");
+	struct result old;
+	result_init(&old);
+	if (failed == 0 && journal_lookup(j, b.task_id, &old) == -ENOENT)
+		journal_record(j, &res);
+	if (failed == 0)
+		journal_backup_clear(j);
+	log_warnx("task %s was interrupted and %s", b.task_id,
+		  failed ? "could not be rolled back fully" : "has been rolled back");
+	result_free(&old);
+	result_free(&res);
+	backup_free(&b);
+	return failed ? -EIO : 0;
+}
+
+static int with_journal(const struct config *cfg, struct journal *j, struct result *res)
+{
+	char msg[256] = "";
+	int r = journal_open(cfg->state_dir, j, msg, sizeof(msg));
+	if (r < 0)
+		return result_fail(res, ERR_IO_ERROR, "%s", msg);
+	r = journal_lock(j, cfg->task_timeout_s * 1000);
+	if (r < 0)
+		return result_fail(res, r == -ETIMEDOUT ? ERR_TIMEOUT : ERR_IO_ERROR,
+				   "cannot take the state dir lock: %s", strerror(-r));
+	if (apply_recover(cfg, j) < 0)
+		return result_fail(res, ERR_IO_ERROR, "an interrupted task could not be rolled back");
+	return 0;
+}
+
+int apply_text(const struct config *cfg, const char *text, size_t len, struct result *res)
+{
+	int64_t start = now_ms();
+	struct task task = { 0 };
+	struct journal j;
+	bool parsed;
+
+	result_init(res);
+	parsed = task_parse(text, len, &task, res) == 0;
+	_cleanup_free_ char *server_id = config_server_id(cfg);
+	if (server_id)
+		result_set_server_id(res, server_id);
+	if (!res->task_id[0]) {
+		res->duration_ms = now_ms() - start;
+		log_result(NULL, res, NULL);
+		task_free(&task);
+		return -1;
+	}
+	if (with_journal(cfg, &j, res) == 0) {
+		struct result recorded;
+		result_init(&recorded);
+		if (journal_lookup(&j, res->task_id, &recorded) == 0) {
+			result_free(res);
+			*res = recorded;
+		} else {
+			if (parsed)
+				apply_task(cfg, &j, &task, res);
+			res->duration_ms = now_ms() - start;
+			int r = journal_record(&j, res);
+			if (r < 0)
+				result_warn(res, "cannot record the result: %s", strerror(-r));
+		}
+	}
+	journal_close(&j);
+	if (res->duration_ms < 0)
+		res->duration_ms = now_ms() - start;
+	log_result(parsed ? &task : NULL, res, parsed ? (task.user ? task.user : cfg->user) : NULL);
+	task_free(&task);
+	return res->code == ERR_NONE ? 0 : -1;
+}

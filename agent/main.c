@@ -1,0 +1,167 @@
+/* kps-agent: the command line, and dispatch to apply or run. */
+#include <getopt.h>
+#include <malloc.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include "apply.h"
+#include "config.h"
+#include "log.h"
+#include "version.h"
+
+static void usage(FILE *out)
+{
+	fprintf(out,
+		"Usage: kps-agent [-c FILE] apply [--task FILE]\n"
+		"       kps-agent --version | --help\n"
+		"\n"
+		"Applies SSH key pair tasks from a cloud control plane to this VM.\n"
+		"\n"
+		"  -c, --config FILE  configuration (default %s)\n"
+		"  apply              apply one task read from FILE, or stdin when FILE\n"
+		"                     is - or absent; prints the result as one JSON line;\n"
+		"                     exit 0 on SUCCESS, 1 on FAILED, 2 when the agent\n"
+		"                     could not start\n"
+		"  -v, --verbose      debug logging\n"
+		"  -V, --version      print the version\n"
+		"  -h, --help         this help\n",
+		DEFAULT_CONFIG);
+}
+
+/* cJSON frees a half-built tree itself on a syntax error, secrets in it
+ * included: every block it frees is wiped first. */
+static void cjson_wiping_free(void *p)
+{
+	if (p)
+		explicit_bzero(p, malloc_usable_size(p));
+	free(p);
+}
+
+/* Secrets pass through this process: no core dumps, no ptrace by others. */
+static void harden_process(void)
+{
+	cJSON_Hooks hooks = { .malloc_fn = malloc, .free_fn = cjson_wiping_free };
+	cJSON_InitHooks(&hooks);
+	struct rlimit no_core = { 0, 0 };
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	setrlimit(RLIMIT_CORE, &no_core);
+}
+
+static int read_task(const char *path, char **ret, size_t *len)
+{
+	_cleanup_fclose_ FILE *f = NULL;
+	FILE *in = stdin;
+	if (path && !streq(path, "-")) {
+		f = fopen(path, "re");
+		if (!f)
+			return -errno;
+		in = f;
+	}
+	_cleanup_buf_ struct buf b = { 0 };
+	/* One byte past the limit is enough for task_parse to refuse it. */
+	while (b.len <= TASK_MAX_BYTES) {
+		int r = buf_reserve(&b, 8192);
+		if (r < 0)
+			return r;
+		size_t n = fread(b.data + b.len, 1, 8192, in);
+		b.len += n;
+		if (n == 0)
+			break;
+	}
+	if (ferror(in))
+		return -EIO;
+	b.data[b.len] = '\0';
+	*ret = buf_steal(&b, len);
+	return 0;
+}
+
+static int cmd_apply(const struct config *cfg, int argc, char **argv)
+{
+	static const struct option opts[] = { { "task", required_argument, NULL, 't' }, { 0 } };
+	const char *task_path = NULL;
+	int c;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "+t:", opts, NULL)) != -1) {
+		if (c != 't') {
+			usage(stderr);
+			return 2;
+		}
+		task_path = optarg;
+	}
+	if (optind < argc) {
+		fprintf(stderr, "kps-agent: apply: unexpected argument %s\n", argv[optind]);
+		return 2;
+	}
+	char *text = NULL;
+	size_t len = 0;
+	int r = read_task(task_path, &text, &len);
+	if (r < 0) {
+		fprintf(stderr, "kps-agent: cannot read task %s: %s\n", task_path ? task_path : "from stdin",
+			strerror(-r));
+		return 2;
+	}
+	struct result res;
+	r = apply_text(cfg, text, len, &res);
+	/* The task text may hold a password or private key. */
+	explicit_bzero(text, len);
+	free(text);
+	_cleanup_free_ char *json = result_to_json(&res);
+	result_free(&res);
+	if (!json)
+		return 2;
+	printf("%s\n", json);
+	fflush(stdout);
+	return r == 0 ? 0 : 1;
+}
+
+int main(int argc, char **argv)
+{
+	static const struct option opts[] = {
+		{ "config", required_argument, NULL, 'c' }, { "version", no_argument, NULL, 'V' },
+		{ "help", no_argument, NULL, 'h' },	     { "verbose", no_argument, NULL, 'v' },
+		{ 0 },
+	};
+	const char *config_path = NULL;
+	int c;
+	harden_process();
+	log_init("kps-agent");
+	while ((c = getopt_long(argc, argv, "+c:Vhv", opts, NULL)) != -1) {
+		switch (c) {
+		case 'c':
+			config_path = optarg;
+			break;
+		case 'V':
+			printf("kps-agent %s\n", PACKAGE_VERSION);
+			return 0;
+		case 'h':
+			usage(stdout);
+			return 0;
+		case 'v':
+			log_set_debug(true);
+			break;
+		default:
+			usage(stderr);
+			return 2;
+		}
+	}
+	if (optind >= argc) {
+		usage(stderr);
+		return 2;
+	}
+	const char *cmd = argv[optind];
+	if (!streq(cmd, "apply")) {
+		fprintf(stderr, "kps-agent: unknown command %s\n", cmd);
+		usage(stderr);
+		return 2;
+	}
+	struct config cfg;
+	char err[512] = "";
+	if (config_load(config_path ? config_path : DEFAULT_CONFIG, config_path != NULL, &cfg, err, sizeof(err)) < 0) {
+		fprintf(stderr, "kps-agent: %s\n", err);
+		config_free(&cfg);
+		return 2;
+	}
+	int r = cmd_apply(&cfg, argc - optind, argv + optind);
+	config_free(&cfg);
+	return r;
+}

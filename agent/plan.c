@@ -1,0 +1,400 @@
+/* Works out a task's change from the files as they are: the new
+ * authorized_keys, the new sshd_config texts, and the probe's expectations. */
+#include <glob.h>
+#include <pwd.h>
+
+#include "plan.h"
+
+#define PLAN_INCLUDE_DEPTH 8
+#define SSHD_SYSCONFDIR "/etc/ssh"
+
+int plan_user(const char *name, struct plan_user *u)
+{
+	struct passwd pw, *found = NULL;
+	long size = sysconf(_SC_GETPW_R_SIZE_MAX);
+	_cleanup_free_ char *buf = malloc(size > 0 ? (size_t)size : 16384);
+	if (!buf)
+		return -ENOMEM;
+	int r = getpwnam_r(name, &pw, buf, size > 0 ? (size_t)size : 16384, &found);
+	if (r != 0)
+		return -r;
+	if (!found)
+		return -ENOENT;
+	if (!pw.pw_dir || pw.pw_dir[0] != '/')
+		return -ENOENT;
+	*u = (struct plan_user){ .name = strdup(name), .uid = pw.pw_uid, .gid = pw.pw_gid, .home = strdup(pw.pw_dir) };
+	return u->name && u->home ? 0 : -ENOMEM;
+}
+
+static int split_path(const char *path, char **dir, const char **name)
+{
+	const char *slash = strrchr(path, '/');
+	if (!slash || !slash[1])
+		return -EINVAL;
+	*dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+	*name = slash + 1;
+	return *dir ? 0 : -ENOMEM;
+}
+
+static int fail_io(struct result *res, int r, const char *what, const char *msg)
+{
+	if (safefile_error_is_unsafe(r))
+		return result_fail(res, ERR_UNSAFE_PATH, "%s: %s", what, msg[0] ? msg : strerror(-r));
+	return result_fail(res, ERR_IO_ERROR, "%s: %s", what, msg[0] ? msg : strerror(-r));
+}
+
+/* Reads f->path with the owner checks of its walk user; a missing ~/.ssh
+ * reads as an empty file that will be created. */
+static int read_plan_file(struct plan_file *f, size_t max, struct result *res)
+{
+	_cleanup_free_ char *dir = NULL;
+	const char *name;
+	char msg[256] = "";
+	struct safefile_dir d;
+	if (split_path(f->path, &dir, &name) < 0)
+		return result_fail(res, ERR_IO_ERROR, "bad path %s", f->path);
+	int r = safefile_open_dir(dir, f->walk_uid, f->walk_gid, f->home, false, &d, msg, sizeof(msg));
+	if (r == -ENOENT && d.missing) {
+		safefile_close_dir(&d);
+		f->dir_missing = true;
+		f->old = calloc(1, 1);
+		return f->old ? 0 : result_fail(res, ERR_IO_ERROR, "out of memory");
+	}
+	if (r == 0)
+		r = safefile_read(&d, name, max, &f->old, &f->old_len, &f->st, msg, sizeof(msg));
+	safefile_close_dir(&d);
+	return r < 0 ? fail_io(res, r, f->path, msg) : 0;
+}
+
+static void set_new(struct plan_file *f, char *text, size_t len)
+{
+	if (len == f->old_len && memcmp(text, f->old, len) == 0) {
+		free(text);
+		return;
+	}
+	free(f->new);
+	f->new = text;
+	f->new_len = len;
+}
+
+static int push_key(struct pubkey **v, size_t *n, const struct pubkey *k)
+{
+	struct pubkey *nv = realloc(*v, (*n + 1) * sizeof(**v));
+	if (!nv)
+		return -ENOMEM;
+	*v = nv;
+	struct pubkey *c = &nv[*n];
+	*c = (struct pubkey){ .type = strdup(k->type), .base64 = strdup(k->base64),
+			      .comment = k->comment ? strdup(k->comment) : NULL,
+			      .fingerprint = k->fingerprint ? strdup(k->fingerprint) : NULL };
+	(*n)++;
+	return c->type && c->base64 ? 0 : -ENOMEM;
+}
+
+static bool key_in(const struct pubkey *v, size_t n, const struct pubkey *k)
+{
+	for (size_t i = 0; i < n; i++)
+		if (pubkey_equal(&v[i], k))
+			return true;
+	return false;
+}
+
+static void free_keys(struct pubkey *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		pubkey_free(&v[i]);
+	free(v);
+}
+
+static int add_task_keys(struct plan *p, struct authkeys *ak, const struct task *t)
+{
+	for (size_t i = 0; i < t->n_keys; i++) {
+		struct pubkey k = { 0 };
+		const char *text = t->keys[i].public_key;
+		int r = pubkey_parse(text, strlen(text), &k);
+		if (r == 0)
+			r = authkeys_add(ak, t->keys[i].name, t->id, &k);
+		if (r == 0)
+			r = push_key(&p->accept, &p->n_accept, &k);
+		pubkey_free(&k);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+/* The removed keys sshd must now refuse: those no line carries any more. */
+static int collect_refused(struct plan *p, const struct authkeys *ak, const struct pubkey *removed, size_t n,
+			   struct result *res)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (key_in(p->accept, p->n_accept, &removed[i]) || key_in(p->refuse, p->n_refuse, &removed[i]))
+			continue;
+		if (authkeys_has_key(ak, &removed[i])) {
+			result_warn(res, "key %s is still in %s on a line the agent does not manage",
+				    removed[i].fingerprint ? removed[i].fingerprint : removed[i].type, p->keys.path);
+			continue;
+		}
+		int r = push_key(&p->refuse, &p->n_refuse, &removed[i]);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static int edit_keys(struct plan *p, const struct task *t, const struct pubkey *replaced, struct result *res)
+{
+	struct authkeys *ak = NULL;
+	struct pubkey *removed = NULL;
+	size_t n_removed = 0;
+	_cleanup_strv_ struct strv names = { 0 };
+	int r = authkeys_parse(p->keys.old, p->keys.old_len, &ak);
+	for (size_t i = 0; r == 0 && t->action == TASK_DISASSOCIATE && i < t->n_keys; i++)
+		r = strv_push(&names, t->keys[i].name);
+	if (r == 0)
+		r = authkeys_remove_managed(ak, t->action == TASK_ASSOCIATE || names.n == 0 ? NULL : &names,
+					    &removed, &n_removed);
+	if (r == 0 && replaced && t->action == TASK_ASSOCIATE) {
+		r = authkeys_remove_key(ak, replaced);
+		if (r >= 0)
+			r = push_key(&removed, &n_removed, replaced);
+	}
+	if (r >= 0 && t->action == TASK_ASSOCIATE)
+		r = add_task_keys(p, ak, t);
+	if (r >= 0)
+		r = collect_refused(p, ak, removed, n_removed, res);
+	char *text = NULL;
+	size_t len = 0;
+	if (r >= 0)
+		r = authkeys_serialise(ak, &text, &len);
+	if (r >= 0)
+		set_new(&p->keys, text, len);
+	free_keys(removed, n_removed);
+	authkeys_free(ak);
+	return r < 0 ? result_fail(res, r == -EINVAL ? ERR_INVALID_TASK : ERR_IO_ERROR,
+				   "cannot edit authorized_keys: %s", strerror(-r))
+		     : 0;
+}
+
+int plan_keys(struct plan *p, const struct sshd_settings *s, const struct task *t, const struct pubkey *replaced,
+	      struct result *res)
+{
+	const struct plan_user *u = &p->user;
+	if (streq(s->authorized_keys_file, "none"))
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "sshd reads no authorized_keys file for user %s",
+				   u->name);
+	p->keys.path = sshd_expand_keys_path(s->authorized_keys_file, u->home, u->name, u->uid);
+	if (!p->keys.path)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "cannot expand AuthorizedKeysFile %s",
+				   s->authorized_keys_file);
+	p->keys.walk_uid = u->uid;
+	p->keys.walk_gid = u->gid;
+	p->keys.home = u->home;
+	if (read_plan_file(&p->keys, PLAN_KEYS_MAX, res) < 0)
+		return -1;
+	/* A key file root keeps for the user (outside home) stays root's. */
+	bool root_kept = p->keys.st.exists && p->keys.st.uid == 0 && u->uid != 0;
+	p->keys.uid = root_kept ? 0 : u->uid;
+	p->keys.gid = root_kept ? p->keys.st.gid : u->gid;
+	p->keys.mode = root_kept ? p->keys.st.mode : 0600;
+	return edit_keys(p, t, replaced, res);
+}
+
+static int add_conf(struct plan *p, const char *path, struct result *res)
+{
+	for (size_t i = 0; i < p->n_conf; i++)
+		if (streq(p->conf[i].path, path))
+			return 0;
+	if (p->n_conf == PLAN_MAX_CONF)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "more than %d sshd_config files", PLAN_MAX_CONF);
+	struct plan_file *f = &p->conf[p->n_conf++];
+	*f = (struct plan_file){ .path = strdup(path) };
+	if (!f->path)
+		return result_fail(res, ERR_IO_ERROR, "out of memory");
+	if (read_plan_file(f, PLAN_CONF_MAX, res) < 0)
+		return -1;
+	if (!f->st.exists && p->n_conf == 1)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "%s does not exist", path);
+	f->uid = f->st.uid;
+	f->gid = f->st.gid;
+	f->mode = f->st.mode;
+	return 0;
+}
+
+/* Every Port line sshd reads must yield to the new one, drop-ins too. */
+static int plan_includes(struct plan *p, size_t index, int depth, struct result *res)
+{
+	_cleanup_strv_ struct strv pats = { 0 };
+	if (depth > PLAN_INCLUDE_DEPTH)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "Include nested deeper than %d", PLAN_INCLUDE_DEPTH);
+	if (sshdconf_includes(p->conf[index].old, p->conf[index].old_len, &pats) < 0)
+		return result_fail(res, ERR_IO_ERROR, "out of memory");
+	for (size_t i = 0; i < pats.n; i++) {
+		char pattern[PATH_MAX];
+		snprintf(pattern, sizeof(pattern), "%s%s%s", pats.v[i][0] == '/' ? "" : SSHD_SYSCONFDIR,
+			 pats.v[i][0] == '/' ? "" : "/", pats.v[i]);
+		glob_t g = { 0 };
+		if (glob(pattern, 0, NULL, &g) != 0) {
+			globfree(&g);
+			continue;
+		}
+		int r = 0;
+		for (size_t k = 0; r == 0 && k < g.gl_pathc; k++) {
+			size_t before = p->n_conf;
+			r = add_conf(p, g.gl_pathv[k], res);
+			if (r == 0 && p->n_conf > before)
+				r = plan_includes(p, p->n_conf - 1, depth + 1, res);
+		}
+		globfree(&g);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+static void want_from_task(struct plan *p, const struct task *t)
+{
+	struct sshdconf_block *w = &p->want;
+	p->password = p->kbdinteractive = -1;
+	if (t->action == TASK_DISASSOCIATE || t->disable_password == 0) {
+		/* Password login back on; keyboard-interactive back to what
+		 * the admin had before the agent turned it off. */
+		w->password = 1;
+		w->kbdinteractive = -1;
+	} else if (t->disable_password == 1) {
+		w->password = 0;
+		w->kbdinteractive = 0;
+		p->kbdinteractive = 0;
+	} else {
+		return;
+	}
+	p->password = w->password;
+}
+
+static bool ports_are(const struct sshd_settings *s, int port)
+{
+	return s->n_ports == 1 && s->ports[0] == port;
+}
+
+static int write_main(const struct plan_file *f, const struct sshdconf_block *b, char **text, size_t *len,
+		      struct result *res)
+{
+	int r = sshdconf_block_write(f->old, f->old_len, b, text, len);
+	return r < 0 ? result_fail(res, ERR_SSHD_CONFIG_INVALID, "cannot edit %s: %s", f->path, strerror(-r)) : 0;
+}
+
+static int plan_port(struct plan *p, const struct sshd_settings *s, struct result *res)
+{
+	p->want.ports[0] = p->port;
+	p->want.n_ports = 1;
+	for (size_t i = 0; i < s->n_ports && i + 1 < SSHDCONF_MAX_PORTS; i++)
+		p->stage1_ports[p->n_stage1_ports++] = s->ports[i];
+	p->stage1_ports[p->n_stage1_ports++] = p->port;
+	struct sshdconf_block stage1 = p->want;
+	memcpy(stage1.ports, p->stage1_ports, sizeof(stage1.ports));
+	stage1.n_ports = p->n_stage1_ports;
+	if (write_main(&p->conf[0], &stage1, &p->main_stage1, &p->main_stage1_len, res) < 0)
+		return -1;
+	if (plan_includes(p, 0, 0, res) < 0)
+		return -1;
+	for (size_t i = 1; i < p->n_conf; i++) {
+		struct plan_file *f = &p->conf[i];
+		char *text;
+		size_t len;
+		bool changed;
+		if (sshdconf_disable_ports(f->old, f->old_len, &text, &len, &changed) < 0)
+			return result_fail(res, ERR_IO_ERROR, "cannot edit %s", f->path);
+		set_new(f, text, len);
+	}
+	return 0;
+}
+
+int plan_sshd_config(struct plan *p, const struct config *cfg, const struct sshd_settings *s, const struct task *t,
+		     struct result *res)
+{
+	if (add_conf(p, cfg->sshd_config, res) < 0)
+		return -1;
+	struct plan_file *main = &p->conf[0];
+	int r = sshdconf_block_read(main->old, main->old_len, &p->want);
+	if (r < 0)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "the kps-agent block in %s is damaged", main->path);
+	want_from_task(p, t);
+	if (t->port && !ports_are(s, t->port)) {
+		p->port = t->port;
+		p->port_change = true;
+		if (plan_port(p, s, res) < 0)
+			return -1;
+	}
+	char *text;
+	size_t len;
+	if (write_main(main, &p->want, &text, &len, res) < 0)
+		return -1;
+	set_new(main, text, len);
+	return 0;
+}
+
+static bool port_in(const int *ports, size_t n, int port)
+{
+	for (size_t i = 0; i < n; i++)
+		if (ports[i] == port)
+			return true;
+	return false;
+}
+
+static int check_ports(const struct plan *p, const struct sshd_settings *s, bool stage1, struct result *res)
+{
+	const int *want = stage1 ? p->stage1_ports : &p->port;
+	size_t n = stage1 ? p->n_stage1_ports : 1;
+	for (size_t i = 0; i < s->n_ports; i++)
+		if (!port_in(want, n, s->ports[i]))
+			return result_fail(res, ERR_SSHD_CONFIG_INVALID,
+					   "sshd would still listen on port %d: a Port line the agent cannot change",
+					   s->ports[i]);
+	for (size_t i = 0; i < n; i++)
+		if (!port_in(s->ports, s->n_ports, want[i]))
+			return result_fail(res, ERR_SSHD_CONFIG_INVALID, "sshd would not listen on port %d", want[i]);
+	for (size_t i = 0; i < s->listen.n; i++) {
+		const char *colon = strrchr(s->listen.v[i], ':');
+		if (colon && !port_in(want, n, atoi(colon + 1)))
+			return result_fail(res, ERR_SSHD_CONFIG_INVALID,
+					   "ListenAddress %s keeps its own port", s->listen.v[i]);
+	}
+	return 0;
+}
+
+int plan_check_effective(const struct plan *p, const struct sshd_settings *s, bool stage1, struct result *res)
+{
+	const char *u = p->user.name;
+	if (p->password >= 0 && s->password != p->password)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID,
+				   "PasswordAuthentication for user %s stays %s: a Match block or an earlier line overrides it",
+				   u, s->password ? "yes" : "no");
+	if (p->kbdinteractive == 0 && s->kbdinteractive != 0)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID,
+				   "KbdInteractiveAuthentication for user %s stays yes: a Match block overrides it", u);
+	if (p->n_accept && s->pubkey == 0)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "PubkeyAuthentication is off for user %s", u);
+	if (p->port_change)
+		return check_ports(p, s, stage1, res);
+	return 0;
+}
+
+static void plan_file_free(struct plan_file *f)
+{
+	free(f->path);
+	free(f->old);
+	free(f->new);
+}
+
+void plan_free(struct plan *p)
+{
+	plan_file_free(&p->keys);
+	for (size_t i = 0; i < p->n_conf; i++)
+		plan_file_free(&p->conf[i]);
+	free(p->main_stage1);
+	free_keys(p->accept, p->n_accept);
+	free_keys(p->refuse, p->n_refuse);
+	free(p->user.name);
+	free(p->user.home);
+	*p = (struct plan){ 0 };
+}
