@@ -1,4 +1,4 @@
-/* results/<task_id>.json, backup/<n> and inflight.json in the state dir.
+/* results/<task_id>.json and inflight.json (the backups) in the state dir.
  * Everything written here is fsync'd before the agent acts on it. */
 #include <dirent.h>
 #include <fcntl.h>
@@ -6,11 +6,12 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
+#include <openssl/evp.h>
+
 #include "journal.h"
 
 #define MANIFEST "inflight.json"
-#define MANIFEST_MAX (1024 * 1024)
-#define BACKUP_MAX (16 * 1024 * 1024)
+#define MANIFEST_MAX (48 * 1024 * 1024)
 #define RESULT_MAX (64 * 1024)
 
 static int make_state_dir(const char *path)
@@ -45,15 +46,12 @@ static int open_sub(struct journal *j, const char *name, struct safefile_dir *su
 
 int journal_open(const char *state_dir, struct journal *j, char *msg, size_t msglen)
 {
-	*j = (struct journal){ .dir = SAFEFILE_DIR_INIT, .results = SAFEFILE_DIR_INIT,
-			       .backup = SAFEFILE_DIR_INIT, .lock_fd = -1 };
+	*j = (struct journal){ .dir = SAFEFILE_DIR_INIT, .results = SAFEFILE_DIR_INIT, .lock_fd = -1 };
 	int r = make_state_dir(state_dir);
 	if (r == 0)
 		r = safefile_open_dir(state_dir, 0, 0, NULL, false, &j->dir, msg, msglen);
 	if (r == 0)
 		r = open_sub(j, "results", &j->results);
-	if (r == 0)
-		r = open_sub(j, "backup", &j->backup);
 	if (r == 0) {
 		j->lock_fd = openat(j->dir.fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (j->lock_fd < 0)
@@ -68,7 +66,6 @@ void journal_close(struct journal *j)
 {
 	safefile_close_dir(&j->dir);
 	safefile_close_dir(&j->results);
-	safefile_close_dir(&j->backup);
 	closep(&j->lock_fd);
 	j->lock_fd = -1;
 }
@@ -154,19 +151,51 @@ int journal_record(struct journal *j, const struct result *res)
 	return r;
 }
 
-static cJSON *file_to_json(const struct backup_file *f, size_t index)
+static char *base64_encode(const char *data, size_t len)
 {
-	cJSON *o = cJSON_CreateObject();
+	if (len > INT_MAX / 2)
+		return NULL;
+	char *out = malloc(4 * ((len + 2) / 3) + 1);
+	if (out)
+		EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)data, (int)len);
+	return out;
+}
+
+static int base64_decode(const char *text, char **ret, size_t *ret_len)
+{
+	size_t n = strlen(text);
+	if (n % 4 || n > INT_MAX)
+		return -EBADMSG;
+	char *out = malloc(n / 4 * 3 + 1);
+	if (!out)
+		return -ENOMEM;
+	int got = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)text, (int)n);
+	if (got < 0) {
+		free(out);
+		return -EBADMSG;
+	}
+	/* EVP_DecodeBlock counts the padding as zero bytes. */
+	size_t len = (size_t)got;
+	for (size_t i = n; i > 0 && text[i - 1] == '=' && len > 0; i--)
+		len--;
+	out[len] = '\0';
+	*ret = out;
+	*ret_len = len;
+	return 0;
+}
+
+static cJSON *file_to_json(const struct backup_file *f)
+{
+	_cleanup_free_ char *data = base64_encode(f->data, f->len);
+	cJSON *o = data ? cJSON_CreateObject() : NULL;
 	if (!o)
 		return NULL;
-	char blob[32];
-	snprintf(blob, sizeof(blob), "%zu", index);
 	bool ok = cJSON_AddStringToObject(o, "path", f->path) && cJSON_AddNumberToObject(o, "walk_uid", f->walk_uid) &&
 		  cJSON_AddNumberToObject(o, "walk_gid", f->walk_gid) &&
 		  cJSON_AddStringToObject(o, "home", f->home ? f->home : "") &&
 		  cJSON_AddBoolToObject(o, "existed", f->existed) && cJSON_AddNumberToObject(o, "uid", f->uid) &&
 		  cJSON_AddNumberToObject(o, "gid", f->gid) && cJSON_AddNumberToObject(o, "mode", f->mode) &&
-		  cJSON_AddStringToObject(o, "blob", blob) && cJSON_AddBoolToObject(o, "dir_created", f->dir_created) &&
+		  cJSON_AddStringToObject(o, "data", data) && cJSON_AddBoolToObject(o, "dir_created", f->dir_created) &&
 		  cJSON_AddBoolToObject(o, "sshd_config", f->sshd_config);
 	if (!ok) {
 		cJSON_Delete(o);
@@ -182,13 +211,9 @@ int journal_backup_write(struct journal *j, const struct backup *b)
 	if (!files || !cJSON_AddStringToObject(root, "task_id", b->task_id) ||
 	    !cJSON_AddStringToObject(root, "server_id", b->server_id ? b->server_id : ""))
 		return -ENOMEM;
+	/* One file holds the manifest and the contents: one fsync, not one per file. */
 	for (size_t i = 0; i < b->n; i++) {
-		char blob[32];
-		snprintf(blob, sizeof(blob), "%zu", i);
-		int r = safefile_replace(&j->backup, blob, b->files[i].data, b->files[i].len, 0, 0, 0600, NULL, NULL);
-		if (r < 0)
-			return r;
-		cJSON *o = file_to_json(&b->files[i], i);
+		cJSON *o = file_to_json(&b->files[i]);
 		if (!o || !cJSON_AddItemToArray(files, o))
 			return -ENOMEM;
 	}
@@ -207,15 +232,14 @@ static int json_uint(const cJSON *o, const char *key, unsigned *out)
 	return 0;
 }
 
-static int json_to_file(struct journal *j, const cJSON *o, struct backup_file *f)
+static int json_to_file(const cJSON *o, struct backup_file *f)
 {
 	const cJSON *path = cJSON_GetObjectItemCaseSensitive(o, "path");
 	const cJSON *home = cJSON_GetObjectItemCaseSensitive(o, "home");
-	const cJSON *blob = cJSON_GetObjectItemCaseSensitive(o, "blob");
+	const cJSON *data = cJSON_GetObjectItemCaseSensitive(o, "data");
 	unsigned walk_uid, walk_gid, uid, gid, mode;
 	*f = (struct backup_file){ 0 };
-	if (!cJSON_IsString(path) || !cJSON_IsString(home) || !cJSON_IsString(blob) ||
-	    !str_is_token(blob->valuestring, 16))
+	if (!cJSON_IsString(path) || !cJSON_IsString(home) || !cJSON_IsString(data))
 		return -EBADMSG;
 	if (json_uint(o, "walk_uid", &walk_uid) < 0 || json_uint(o, "walk_gid", &walk_gid) < 0 ||
 	    json_uint(o, "uid", &uid) < 0 || json_uint(o, "gid", &gid) < 0 || json_uint(o, "mode", &mode) < 0)
@@ -230,9 +254,7 @@ static int json_to_file(struct journal *j, const cJSON *o, struct backup_file *f
 	};
 	if (!f->path || !f->home)
 		return -ENOMEM;
-	char msg[128];
-	struct safefile_stat st;
-	return safefile_read(&j->backup, blob->valuestring, BACKUP_MAX, &f->data, &f->len, &st, msg, sizeof(msg));
+	return base64_decode(data->valuestring, &f->data, &f->len);
 }
 
 int journal_backup_read(struct journal *j, struct backup *b)
@@ -259,7 +281,7 @@ int journal_backup_read(struct journal *j, struct backup *b)
 	const cJSON *o;
 	cJSON_ArrayForEach(o, files) {
 		struct backup_file f;
-		r = json_to_file(j, o, &f);
+		r = json_to_file(o, &f);
 		if (r == 0)
 			r = backup_add(b, &f);
 		else {
@@ -275,16 +297,7 @@ int journal_backup_read(struct journal *j, struct backup *b)
 
 int journal_backup_clear(struct journal *j)
 {
-	int r = safefile_remove(&j->dir, MANIFEST);
-	if (r < 0)
-		return r;
-	char blob[32];
-	for (size_t i = 0;; i++) {
-		snprintf(blob, sizeof(blob), "%zu", i);
-		if (unlinkat(j->backup.fd, blob, 0) < 0)
-			break;
-	}
-	return 0;
+	return safefile_remove(&j->dir, MANIFEST);
 }
 
 /* Takes ownership of f's allocations. */

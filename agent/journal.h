@@ -12,7 +12,6 @@
 struct journal {
 	struct safefile_dir dir;	/* the state dir itself */
 	struct safefile_dir results;	/* results/<task_id>.json */
-	struct safefile_dir backup;	/* backup/<n>, the files of the task in hand */
 	int lock_fd;
 };
 
@@ -49,8 +48,8 @@ int journal_lookup(struct journal *j, const char *task_id, struct result *res);
 /* Records the result durably (fsync) before anyone is told of it. */
 int journal_record(struct journal *j, const struct result *res);
 
-/* Durably writes the backups and then the manifest naming them: from
- * here on a crash is rolled back by the next start. */
+/* Durably writes the backups (one manifest with the contents): from here
+ * on a crash is rolled back by the next start. */
 int journal_backup_write(struct journal *j, const struct backup *b);
 /* The manifest of an interrupted task, or -ENOENT. */
 int journal_backup_read(struct journal *j, struct backup *b);
