@@ -89,10 +89,34 @@ static int check_preconditions(const struct apply *a, const char *server_id)
 	return 0;
 }
 
+/* sshd -T costs tens of ms; its answer is kept in the state dir under a
+ * digest of everything it depends on, and reused while that is unchanged.
+ * The digest is taken before and after the call so that a file changing
+ * under it is never cached with the wrong answer. */
+static int sshd_query_cached(struct apply *a, struct sshd_settings *s, char *msg, size_t msglen)
+{
+	const char *user = a->plan.user.name;
+	char before[65], after[65], name[64];
+	_cleanup_free_ char *cached = NULL;
+	_cleanup_buf_ struct buf raw = { 0 };
+	size_t len;
+	*s = (struct sshd_settings){ 0 };
+	snprintf(name, sizeof(name), "sshd-T.%s", user);
+	bool keyed = sshd_inputs_digest(a->cfg, user, before) == 0;
+	if (keyed && journal_cache_get(a->j, name, before, &cached, &len) == 0 &&
+	    sshd_settings_parse(cached, len, s) == 0)
+		return 0;
+	sshd_settings_free(s);
+	int r = sshd_query(a->cfg, user, s, &raw, msg, msglen);
+	if (r == 0 && keyed && sshd_inputs_digest(a->cfg, user, after) == 0 && streq(before, after))
+		journal_cache_put(a->j, name, after, raw.data, raw.len);
+	return r;
+}
+
 static int query_sshd(struct apply *a, struct sshd_settings *s)
 {
 	char msg[RESULT_MSG_MAX] = "";
-	int r = sshd_query(a->cfg, a->plan.user.name, s, msg, sizeof(msg));
+	int r = sshd_query_cached(a, s, msg, sizeof(msg));
 	if (r == -ENOENT)
 		return result_fail(a->res, ERR_SSHD_UNREACHABLE, "%s", msg);
 	if (r == -EINVAL || r == -EBADMSG)
@@ -504,7 +528,7 @@ int apply_recover(const struct config *cfg, struct journal *j)
 		struct reload_plan plan;
 		char msg[RESULT_MSG_MAX] = "";
 		sshd_units_query(&u);
-		if (sshd_query(cfg, "root", &s, msg, sizeof(msg)) == 0) {
+		if (sshd_query(cfg, "root", &s, NULL, msg, sizeof(msg)) == 0) {
 			if (sshd_running_pid(&s) > 0 && sshd_reload_plan(cfg, &s, &u, true, &plan) == 0)
 				sshd_reload_run(&plan, msg, sizeof(msg));
 			sshd_settings_free(&s);

@@ -322,3 +322,46 @@ void backup_free(struct backup *b)
 	free(b->server_id);
 	*b = (struct backup){ 0 };
 }
+
+#define CACHE_MAX (1024 * 1024)
+
+static void cache_name(const char *name, char *out, size_t size)
+{
+	snprintf(out, size, "cache.%s", name);
+}
+
+int journal_cache_get(struct journal *j, const char *name, const char *key, char **value, size_t *len)
+{
+	char file[NAME_MAX + 1], msg[128];
+	_cleanup_free_ char *text = NULL;
+	size_t n;
+	struct safefile_stat st;
+	cache_name(name, file, sizeof(file));
+	int r = safefile_read(&j->dir, file, CACHE_MAX, &text, &n, &st, msg, sizeof(msg));
+	if (r < 0)
+		return r;
+	size_t klen = strlen(key);
+	if (!st.exists || n <= klen || memcmp(text, key, klen) != 0 || text[klen] != '\n')
+		return -ENOENT;
+	*len = n - klen - 1;
+	*value = malloc(*len + 1);
+	if (!*value)
+		return -ENOMEM;
+	memcpy(*value, text + klen + 1, *len);
+	(*value)[*len] = '\0';
+	return 0;
+}
+
+int journal_cache_put(struct journal *j, const char *name, const char *key, const char *value, size_t len)
+{
+	char file[NAME_MAX + 1];
+	_cleanup_buf_ struct buf b = { 0 };
+	cache_name(name, file, sizeof(file));
+	int r = buf_printf(&b, "%s\n", key);
+	if (r == 0)
+		r = buf_append(&b, value, len);
+	/* A cache needs no fsync: a lost entry costs one sshd -T. */
+	if (r == 0)
+		r = safefile_replace_nosync(&j->dir, file, b.data, b.len, 0600);
+	return r;
+}

@@ -56,4 +56,9 @@ int journal_backup_read(struct journal *j, struct backup *b);
 /* Forgets the backups: the task committed or was rolled back. */
 int journal_backup_clear(struct journal *j);
 int backup_add(struct backup *b, const struct backup_file *f);
+
+/* A small cache in the state dir: name -> (key, value). journal_cache_get
+ * gives the value only when it was stored under the same key. */
+int journal_cache_get(struct journal *j, const char *name, const char *key, char **value, size_t *len);
+int journal_cache_put(struct journal *j, const char *name, const char *key, const char *value, size_t len);
 void backup_free(struct backup *b);

@@ -425,6 +425,23 @@ int safefile_replace(const struct safefile_dir *dir, const char *name, const voi
 	return fsync(dir->fd) < 0 ? -errno : 0;
 }
 
+int safefile_replace_nosync(const struct safefile_dir *dir, const char *name, const void *data, size_t len,
+			    mode_t mode)
+{
+	char tmp[NAME_MAX + 1];
+	_cleanup_close_ int fd = make_temp(dir->fd, name, tmp, sizeof(tmp));
+	if (fd < 0)
+		return fd;
+	int r = write_all(fd, data, len);
+	if (r == 0 && fchmod(fd, mode) < 0)
+		r = -errno;
+	if (r == 0 && renameat(dir->fd, tmp, dir->fd, name) < 0)
+		r = -errno;
+	if (r < 0)
+		unlinkat(dir->fd, tmp, 0);
+	return r;
+}
+
 int safefile_remove(const struct safefile_dir *dir, const char *name)
 {
 	_cleanup_fsuid_ struct fsuid_saved s = fsuid_enter(dir->as_user, dir->uid, dir->gid);

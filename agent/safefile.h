@@ -61,6 +61,11 @@ int safefile_read(const struct safefile_dir *dir, const char *name, size_t max, 
 int safefile_replace(const struct safefile_dir *dir, const char *name, const void *data, size_t len, uid_t uid,
 		     gid_t gid, mode_t mode, const struct safefile_stat *expect, struct safefile_stat *written);
 
+/* The same without fsync and without checks, for caches: a crash may lose
+ * the new content, never leave a torn file. */
+int safefile_replace_nosync(const struct safefile_dir *dir, const char *name, const void *data, size_t len,
+			    mode_t mode);
+
 /* Removes name from dir (a missing file is fine) and syncs the directory. */
 int safefile_remove(const struct safefile_dir *dir, const char *name);
 

@@ -1,14 +1,20 @@
 /* `sshd -T` for the effective settings, the pid file, and reloads by
  * signal, command or systemd (sd-bus). */
 #include <fcntl.h>
+#include <glob.h>
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+
+#include <openssl/evp.h>
 
 #include <systemd/sd-bus.h>
 
 #include "log.h"
 #include "sshd.h"
+#include "sshdconf.h"
 
 #define SSHD_T_TIMEOUT_MS 10000
 #define SSHD_OUTPUT_MAX (1024 * 1024)
@@ -189,7 +195,8 @@ int sshd_exec(char *const argv[], int timeout_ms, struct buf *out, char *msg, si
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-int sshd_query(const struct config *cfg, const char *user, struct sshd_settings *s, char *msg, size_t msglen)
+int sshd_query(const struct config *cfg, const char *user, struct sshd_settings *s, struct buf *raw, char *msg,
+	       size_t msglen)
 {
 	char spec[256];
 	snprintf(spec, sizeof(spec), "user=%s,host=localhost,addr=%s", user,
@@ -213,6 +220,104 @@ int sshd_query(const struct config *cfg, const char *user, struct sshd_settings 
 	r = sshd_settings_parse(out.data ? out.data : "", out.len, s);
 	if (r < 0)
 		snprintf(msg, msglen, "sshd -T gave no usable answer");
+	else if (raw)
+		*raw = out, out = (struct buf){ 0 };
+	return r;
+}
+
+#define DIGEST_INCLUDE_DEPTH 8
+#define DIGEST_CONFIG_MAX (1024 * 1024)
+
+static void digest_stat(EVP_MD_CTX *md, const char *path)
+{
+	struct stat st;
+	char line[PATH_MAX + 160];
+	int n;
+	if (stat(path, &st) < 0)
+		n = snprintf(line, sizeof(line), "%s absent\n", path);
+	else
+		n = snprintf(line, sizeof(line), "%s %lu %lu %lld %lld.%09ld %lld.%09ld %o %u %u\n", path,
+			     (unsigned long)st.st_dev, (unsigned long)st.st_ino, (long long)st.st_size,
+			     (long long)st.st_mtim.tv_sec, st.st_mtim.tv_nsec, (long long)st.st_ctim.tv_sec,
+			     st.st_ctim.tv_nsec, (unsigned)st.st_mode, (unsigned)st.st_uid, (unsigned)st.st_gid);
+	if (n > 0)
+		EVP_DigestUpdate(md, line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+}
+
+static int read_small(const char *path, char **text, size_t *len)
+{
+	_cleanup_fclose_ FILE *f = fopen(path, "re");
+	if (!f)
+		return -errno;
+	_cleanup_buf_ struct buf b = { 0 };
+	char chunk[8192];
+	size_t n;
+	while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
+		if (b.len + n > DIGEST_CONFIG_MAX)
+			return -EFBIG;
+		int r = buf_append(&b, chunk, n);
+		if (r < 0)
+			return r;
+	}
+	*text = buf_steal(&b, len);
+	return *text ? 0 : -ENOMEM;
+}
+
+/* A config file and, through its Include globs, everything it pulls in. */
+static int digest_config(EVP_MD_CTX *md, const char *path, int depth)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_strv_ struct strv pats = { 0 };
+	size_t len;
+	digest_stat(md, path);
+	if (depth > DIGEST_INCLUDE_DEPTH)
+		return -ELOOP;
+	int r = read_small(path, &text, &len);
+	if (r == -ENOENT)
+		return 0;
+	if (r < 0 || (r = sshdconf_includes(text, len, &pats)) < 0)
+		return r;
+	for (size_t i = 0; i < pats.n; i++) {
+		char pattern[PATH_MAX];
+		snprintf(pattern, sizeof(pattern), "%s%s", pats.v[i][0] == '/' ? "" : "/etc/ssh/", pats.v[i]);
+		EVP_DigestUpdate(md, pattern, strlen(pattern) + 1);
+		_cleanup_free_ char *dir = strdup(pattern);
+		char *slash = dir ? strrchr(dir, '/') : NULL;
+		if (slash && slash != dir) {
+			*slash = '\0';
+			digest_stat(md, dir);
+		}
+		glob_t g = { 0 };
+		if (glob(pattern, 0, NULL, &g) == 0)
+			for (size_t k = 0; r == 0 && k < g.gl_pathc; k++)
+				r = digest_config(md, g.gl_pathv[k], depth + 1);
+		globfree(&g);
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
+
+int sshd_inputs_digest(const struct config *cfg, const char *user, char digest[65])
+{
+	EVP_MD_CTX *md = EVP_MD_CTX_new();
+	unsigned char raw[EVP_MAX_MD_SIZE];
+	unsigned int n = 0;
+	if (!md || !EVP_DigestInit_ex(md, EVP_sha256(), NULL)) {
+		EVP_MD_CTX_free(md);
+		return -ENOMEM;
+	}
+	EVP_DigestUpdate(md, user, strlen(user) + 1);
+	EVP_DigestUpdate(md, cfg->address, strlen(cfg->address) + 1);
+	digest_stat(md, cfg->sshd_binary);
+	digest_stat(md, "/etc/passwd");
+	digest_stat(md, "/etc/group");
+	int r = digest_config(md, cfg->sshd_config, 0);
+	if (r == 0 && !EVP_DigestFinal_ex(md, raw, &n))
+		r = -EIO;
+	EVP_MD_CTX_free(md);
+	for (unsigned i = 0; r == 0 && i < 32 && i < n; i++)
+		snprintf(digest + 2 * i, 3, "%02x", raw[i]);
 	return r;
 }
 

@@ -29,7 +29,16 @@ void sshd_settings_free(struct sshd_settings *s);
  * validates like `sshd -t` and gives the effective values for the user.
  * -ENOENT: no sshd binary; -EINVAL: sshd refused the config (msg has its
  * first line of complaint); other -errno. */
-int sshd_query(const struct config *cfg, const char *user, struct sshd_settings *s, char *msg, size_t msglen);
+int sshd_query(const struct config *cfg, const char *user, struct sshd_settings *s, struct buf *raw, char *msg,
+	       size_t msglen);
+
+/* A digest (64 hex digits) of everything an `sshd -T -C user=U` answer
+ * depends on: the sshd binary, every file sshd reads for its config (the
+ * main file and, recursively, what its Include globs match, the globbed
+ * directories too), /etc/passwd and /etc/group (Match User and Group), the
+ * user and the address. Equal digests, equal answers: the answer can be
+ * reused. */
+int sshd_inputs_digest(const struct config *cfg, const char *user, char digest[65]);
 
 /* Expands %h %u %U %% of an AuthorizedKeysFile entry; relative results go
  * under home. NULL on a bad pattern or ENOMEM. */
