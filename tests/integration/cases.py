@@ -421,6 +421,149 @@ def no_secret_in_output(box, agent):
                 check(secret.encode() not in f.read(), f"the password reached {name}")
 
 
+# -- proof before, probe after (with auth) ------------------------------
+
+def proof_keypair(box, agent, kind, fmt):
+    name = f"old-{kind}-{fmt or 'openssh'}"
+    old_line = box.keys.pub(name, kind, fmt) + "\n"
+    reset_home(box, USER_LINE + old_line)
+    check(box.login_key(name, kind=kind), "precondition: the old key logs in")
+    t = box.task(keypair_name="kp1", public_key=box.keys.pub("a"),
+                 server={"auth": {"type": "keypair", "key": box.keys.private(name, kind, fmt)}})
+    expect(box, agent, t)
+    check(box.login_key("a"), "new key does not log in")
+    check(not box.login_key(name, kind=kind), "the replaced key still logs in")
+    check(read_keys(box).startswith(USER_LINE), "admin line lost")
+    check(old_line not in read_keys(box), "the replaced key's line is still there")
+
+
+@case
+def auth_keypair_ed25519(box, agent):
+    proof_keypair(box, agent, "ed25519", None)
+
+
+@case
+def auth_keypair_ecdsa_pem(box, agent):
+    proof_keypair(box, agent, "ecdsa", "PEM")
+
+
+@case
+def auth_keypair_rsa_pem(box, agent):
+    proof_keypair(box, agent, "rsa", "PEM")
+
+
+@case
+def auth_keypair_rsa_openssh(box, agent):
+    proof_keypair(box, agent, "rsa", None)
+
+
+@case
+def auth_keypair_wrong_key(box, agent):
+    reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
+    for kind, fmt in [("ed25519", None), ("ecdsa", None), ("rsa", "PEM")]:
+        stranger = box.keys.private(f"stranger-{kind}", kind, fmt)
+        unchanged_after(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"),
+                                             server={"auth": {"type": "keypair", "key": stranger}}), "AUTH_FAILED")
+    check(not box.login_key("a"), "the new key got in anyway")
+
+
+@case
+def auth_keypair_bad_keys(box, agent):
+    reset_home(box, USER_LINE)
+    enc = os.path.join(box.dir, "encrypted")
+    sb.run([sb.SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "pass-phrase", "-a", "5000", "-f", enc])
+    with open(enc) as f:
+        encrypted = f.read()
+    for key in [encrypted, "-----BEGINRSAPRIVATEKEY-----M...", "not a key at all"]:
+        t0 = time.monotonic()
+        res = unchanged_after(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"),
+                                                   server={"auth": {"type": "keypair", "key": key}}), "INVALID_TASK")
+        check("pass-phrase" not in json.dumps(res), "secret in result")
+        # 5000 bcrypt rounds take seconds: refused before any KDF ran.
+        check(time.monotonic() - t0 < 2.0, f"took {time.monotonic() - t0:.1f}s: a KDF ran")
+
+
+@case
+def auth_password(box, agent):
+    reset_home(box, USER_LINE)
+    res = unchanged_after(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "password", "key": "Wrong-Password-1"}}), "AUTH_FAILED")
+    check("Wrong-Password-1" not in json.dumps(res), "password in the result")
+    expect(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "authentication": {"type": "password", "key": sb.TEST_PASSWORD}, "disable_password": True}))
+    check(box.login_key("a"), "new key does not log in")
+    check(not box.login_password(), "password login still works")
+
+
+@case
+def impostor_sshd_gets_nothing(box, agent):
+    reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
+    box.stop_sshd()
+    # Same port, other host keys: what a local user could start after sshd died.
+    fake = os.path.join(box.dir, "impostor")
+    os.mkdir(fake, 0o700)
+    hostkey = os.path.join(fake, "host")
+    sb.run([sb.SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-f", hostkey])
+    log = os.path.join(fake, "log")
+    with open(os.path.join(fake, "config"), "w") as f:
+        f.write(f"Port {box.port}\nListenAddress 127.0.0.1\nHostKey {hostkey}\nPidFile {fake}/pid\n"
+                "UsePAM no\nPasswordAuthentication yes\nLogLevel DEBUG3\n")
+    box.start_sshd(config=os.path.join(fake, "config"), log=log)
+    try:
+        for auth in [{"type": "password", "key": sb.TEST_PASSWORD},
+                     {"type": "keypair", "key": box.keys.private("old")}]:
+            unchanged_after(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"),
+                                                 server={"auth": auth}), "SSHD_UNREACHABLE")
+        time.sleep(0.2)
+        text = open(log).read()
+        check("Connection from 127.0.0.1" in text or "connection from 127.0.0.1" in text.lower(),
+              "the impostor never saw the agent: the test proves nothing")
+        for needle in ["userauth-request", "Failed password", "Accepted", "service_request"]:
+            check(needle not in text, f"impostor log has {needle!r}: a credential reached it")
+    finally:
+        with open(os.path.join(fake, "pid")) as f:
+            os.kill(int(f.read()), 15)
+
+
+@case
+def probe_catches_no_reload(box, agent):
+    box2 = box.reconfigure(reload="command:/bin/true")
+    reset_home(box2, USER_LINE)
+    before = snapshot(box2)
+    res = expect(box2, agent, box2.task(keypair_name="kp1", public_key=box2.keys.pub("a"),
+                                        server={"disable_password": True}), "PROBE_FAILED")
+    check("password" in res["error_msg"], f"error_msg does not name the check: {res}")
+    check(snapshot(box2) == before, "not rolled back")
+    check(box2.login_password(), "password login broken after rollback")
+
+
+@case
+def probe_catches_removed_key_still_live(box, agent):
+    # sshd reads a second file the agent does not manage: the removed key
+    # stays live there, and the agent must not claim it is gone.
+    box2 = box.reconfigure(keys_file=".ssh/authorized_keys .ssh/authorized_keys2")
+    reset_home(box2)
+    expect(box2, agent, box2.task(keypair_name="kp1", public_key=box2.keys.pub("a")))
+    keys2 = os.path.join(box2.home(), ".ssh", "authorized_keys2")
+    with open(keys2, "w") as f:
+        f.write(box2.keys.pub("a") + "\n")
+    pw = pwd.getpwnam(box2.user)
+    os.chown(keys2, pw.pw_uid, pw.pw_gid)
+    os.chmod(keys2, 0o600)
+    before = snapshot(box2)
+    res = expect(box2, agent, box2.task("disassociate"), "PROBE_FAILED")
+    check("removed key" in res["error_msg"], f"{res}")
+    check(snapshot(box2) == before, "not rolled back")
+
+
+@case
+def auth_with_sshd_stopped(box, agent):
+    reset_home(box, USER_LINE)
+    box.stop_sshd()
+    unchanged_after(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "password", "key": sb.TEST_PASSWORD}}), "SSHD_UNREACHABLE")
+
+
 def main():
     if sys.argv[1:] == ["--list"]:
         print("\n".join(CASES))

@@ -159,14 +159,14 @@ class Sandbox:
             self.start_sshd()
 
     # sshd -------------------------------------------------------------
-    def start_sshd(self, config=None, port=None):
-        run([SSHD, "-f", config or self.sshd_config, "-E", self.log])
+    def start_sshd(self, config=None, port=None, log=None):
+        run([SSHD, "-f", config or self.sshd_config, "-E", log or self.log])
         deadline = time.time() + 5
         while time.time() < deadline:
             if port_open(port or self.port):
                 return
             time.sleep(0.01)
-        raise RuntimeError("sandbox sshd did not start: " + open(self.log).read()[-2000:])
+        raise RuntimeError("sandbox sshd did not start: " + open(log or self.log).read()[-2000:])
 
     def sshd_pid(self):
         try:
