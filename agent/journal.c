@@ -6,8 +6,6 @@
 #include <sys/file.h>
 #include <sys/stat.h>
 
-#include <openssl/evp.h>
-
 #include "journal.h"
 
 #define MANIFEST "inflight.json"
@@ -151,43 +149,9 @@ int journal_record(struct journal *j, const struct result *res)
 	return r;
 }
 
-static char *base64_encode(const char *data, size_t len)
-{
-	if (len > INT_MAX / 2)
-		return NULL;
-	char *out = malloc(4 * ((len + 2) / 3) + 1);
-	if (out)
-		EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)data, (int)len);
-	return out;
-}
-
-static int base64_decode(const char *text, char **ret, size_t *ret_len)
-{
-	size_t n = strlen(text);
-	if (n % 4 || n > INT_MAX)
-		return -EBADMSG;
-	char *out = malloc(n / 4 * 3 + 1);
-	if (!out)
-		return -ENOMEM;
-	int got = EVP_DecodeBlock((unsigned char *)out, (const unsigned char *)text, (int)n);
-	if (got < 0) {
-		free(out);
-		return -EBADMSG;
-	}
-	/* EVP_DecodeBlock counts the padding as zero bytes. */
-	size_t len = (size_t)got;
-	for (size_t i = n; i > 0 && text[i - 1] == '=' && len > 0; i--)
-		len--;
-	out[len] = '\0';
-	*ret = out;
-	*ret_len = len;
-	return 0;
-}
-
 static cJSON *file_to_json(const struct backup_file *f)
 {
-	_cleanup_free_ char *data = base64_encode(f->data, f->len);
-	cJSON *o = data ? cJSON_CreateObject() : NULL;
+	cJSON *o = cJSON_CreateObject();
 	if (!o)
 		return NULL;
 	bool ok = cJSON_AddStringToObject(o, "path", f->path) && cJSON_AddNumberToObject(o, "walk_uid", f->walk_uid) &&
@@ -195,7 +159,7 @@ static cJSON *file_to_json(const struct backup_file *f)
 		  cJSON_AddStringToObject(o, "home", f->home ? f->home : "") &&
 		  cJSON_AddBoolToObject(o, "existed", f->existed) && cJSON_AddNumberToObject(o, "uid", f->uid) &&
 		  cJSON_AddNumberToObject(o, "gid", f->gid) && cJSON_AddNumberToObject(o, "mode", f->mode) &&
-		  cJSON_AddStringToObject(o, "data", data) && cJSON_AddBoolToObject(o, "dir_created", f->dir_created) &&
+		  cJSON_AddNumberToObject(o, "len", (double)f->len) && cJSON_AddBoolToObject(o, "dir_created", f->dir_created) &&
 		  cJSON_AddBoolToObject(o, "sshd_config", f->sshd_config);
 	if (!ok) {
 		cJSON_Delete(o);
@@ -211,16 +175,21 @@ int journal_backup_write(struct journal *j, const struct backup *b)
 	if (!files || !cJSON_AddStringToObject(root, "task_id", b->task_id) ||
 	    !cJSON_AddStringToObject(root, "server_id", b->server_id ? b->server_id : ""))
 		return -ENOMEM;
-	/* One file holds the manifest and the contents: one fsync, not one per file. */
+	/* One file: a JSON line naming the files, then their contents as they
+	 * are, back to back. One fsync, no encoding. */
 	for (size_t i = 0; i < b->n; i++) {
 		cJSON *o = file_to_json(&b->files[i]);
 		if (!o || !cJSON_AddItemToArray(files, o))
 			return -ENOMEM;
 	}
-	_cleanup_free_ char *text = cJSON_PrintUnformatted(root);
-	if (!text)
-		return -ENOMEM;
-	return safefile_replace(&j->dir, MANIFEST, text, strlen(text), 0, 0, 0600, NULL, NULL);
+	_cleanup_free_ char *head = cJSON_PrintUnformatted(root);
+	_cleanup_buf_ struct buf out = { 0 };
+	int r = head ? buf_printf(&out, "%s\n", head) : -ENOMEM;
+	for (size_t i = 0; r == 0 && i < b->n; i++)
+		r = buf_append(&out, b->files[i].data, b->files[i].len);
+	if (r < 0)
+		return r;
+	return safefile_replace(&j->dir, MANIFEST, out.data, out.len, 0, 0, 0600, NULL, NULL);
 }
 
 static int json_uint(const cJSON *o, const char *key, unsigned *out)
@@ -236,10 +205,11 @@ static int json_to_file(const cJSON *o, struct backup_file *f)
 {
 	const cJSON *path = cJSON_GetObjectItemCaseSensitive(o, "path");
 	const cJSON *home = cJSON_GetObjectItemCaseSensitive(o, "home");
-	const cJSON *data = cJSON_GetObjectItemCaseSensitive(o, "data");
+	const cJSON *len = cJSON_GetObjectItemCaseSensitive(o, "len");
 	unsigned walk_uid, walk_gid, uid, gid, mode;
 	*f = (struct backup_file){ 0 };
-	if (!cJSON_IsString(path) || !cJSON_IsString(home) || !cJSON_IsString(data))
+	if (!cJSON_IsString(path) || !cJSON_IsString(home) || !cJSON_IsNumber(len) || len->valuedouble < 0 ||
+	    len->valuedouble > MANIFEST_MAX)
 		return -EBADMSG;
 	if (json_uint(o, "walk_uid", &walk_uid) < 0 || json_uint(o, "walk_gid", &walk_gid) < 0 ||
 	    json_uint(o, "uid", &uid) < 0 || json_uint(o, "gid", &gid) < 0 || json_uint(o, "mode", &mode) < 0)
@@ -252,9 +222,8 @@ static int json_to_file(const cJSON *o, struct backup_file *f)
 		.dir_created = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "dir_created")),
 		.sshd_config = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "sshd_config")),
 	};
-	if (!f->path || !f->home)
-		return -ENOMEM;
-	return base64_decode(data->valuestring, &f->data, &f->len);
+	f->len = (size_t)len->valuedouble;
+	return f->path && f->home ? 0 : -ENOMEM;
 }
 
 int journal_backup_read(struct journal *j, struct backup *b)
@@ -269,7 +238,11 @@ int journal_backup_read(struct journal *j, struct backup *b)
 		return r;
 	if (!st.exists)
 		return -ENOENT;
-	_cleanup_cjson_ cJSON *root = cJSON_ParseWithLength(text, len);
+	const char *nl = memchr(text, '\n', len);
+	if (!nl)
+		return -EBADMSG;
+	const char *data = nl + 1, *end = text + len;
+	_cleanup_cjson_ cJSON *root = cJSON_ParseWithLength(text, (size_t)(nl - text));
 	const cJSON *id = cJSON_GetObjectItemCaseSensitive(root, "task_id");
 	const cJSON *sid = cJSON_GetObjectItemCaseSensitive(root, "server_id");
 	const cJSON *files = cJSON_GetObjectItemCaseSensitive(root, "files");
@@ -282,15 +255,22 @@ int journal_backup_read(struct journal *j, struct backup *b)
 	cJSON_ArrayForEach(o, files) {
 		struct backup_file f;
 		r = json_to_file(o, &f);
-		if (r == 0)
+		if (r == 0 && f.len > (size_t)(end - data))
+			r = -EBADMSG;
+		if (r == 0 && !(f.data = malloc(f.len + 1)))
+			r = -ENOMEM;
+		if (r == 0) {
+			memcpy(f.data, data, f.len);
+			f.data[f.len] = '\0';
+			data += f.len;
 			r = backup_add(b, &f);
-		else {
+		}
+		if (r < 0) {
 			free(f.path);
 			free(f.home);
 			free(f.data);
-		}
-		if (r < 0)
 			return r;
+		}
 	}
 	return 0;
 }
