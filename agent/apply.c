@@ -510,7 +510,7 @@ static void log_result(const struct task *t, const struct result *res, const cha
 	log_task(&lt);
 }
 
-int apply_recover(const struct config *cfg, struct journal *j)
+int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, enum error_code code, const char *msg)
 {
 	struct backup b;
 	int r = journal_backup_read(j, &b);
@@ -526,11 +526,11 @@ int apply_recover(const struct config *cfg, struct journal *j)
 		struct sshd_settings s;
 		struct sshd_units u;
 		struct reload_plan plan;
-		char msg[RESULT_MSG_MAX] = "";
+		char why[RESULT_MSG_MAX] = "";
 		sshd_units_query(&u);
-		if (sshd_query(cfg, "root", &s, NULL, msg, sizeof(msg)) == 0) {
+		if (sshd_query(cfg, "root", &s, NULL, why, sizeof(why)) == 0) {
 			if (sshd_running_pid(&s) > 0 && sshd_reload_plan(cfg, &s, &u, true, &plan) == 0)
-				sshd_reload_run(&plan, msg, sizeof(msg));
+				sshd_reload_run(&plan, why, sizeof(why));
 			sshd_settings_free(&s);
 		}
 	}
@@ -538,11 +538,14 @@ int apply_recover(const struct config *cfg, struct journal *j)
 	result_init(&res);
 	snprintf(res.task_id, sizeof(res.task_id), "%s", b.task_id);
 	result_set_server_id(&res, b.server_id ? b.server_id : "");
-	result_fail(&res, ERR_IO_ERROR, "the agent stopped in the middle of this task; it was rolled back");
+	result_fail(&res, code, "%s", msg);
 	struct result old;
 	result_init(&old);
-	if (failed == 0 && journal_lookup(j, b.task_id, &old) == -ENOENT)
+	if (failed == 0 && journal_lookup(j, b.task_id, &old) == -ENOENT) {
 		journal_record(j, &res);
+		if (flags & APPLY_OUTBOX)
+			journal_outbox_put(j, &res);
+	}
 	if (failed == 0)
 		journal_backup_clear(j);
 	log_warnx("task %s was interrupted and %s", b.task_id,
@@ -553,7 +556,7 @@ int apply_recover(const struct config *cfg, struct journal *j)
 	return failed ? -EIO : 0;
 }
 
-static int with_journal(const struct config *cfg, struct journal *j, struct result *res)
+static int with_journal(const struct config *cfg, struct journal *j, unsigned flags, struct result *res)
 {
 	char msg[256] = "";
 	int r = journal_open(cfg->state_dir, j, msg, sizeof(msg));
@@ -563,12 +566,13 @@ static int with_journal(const struct config *cfg, struct journal *j, struct resu
 	if (r < 0)
 		return result_fail(res, r == -ETIMEDOUT ? ERR_TIMEOUT : ERR_IO_ERROR,
 				   "cannot take the state dir lock: %s", strerror(-r));
-	if (apply_recover(cfg, j) < 0)
+	if (apply_recover(cfg, j, flags, ERR_IO_ERROR,
+			  "the agent stopped in the middle of this task; it was rolled back") < 0)
 		return result_fail(res, ERR_IO_ERROR, "an interrupted task could not be rolled back");
 	return 0;
 }
 
-int apply_text(const struct config *cfg, const char *text, size_t len, struct result *res)
+int apply_text(const struct config *cfg, const char *text, size_t len, unsigned flags, struct result *res)
 {
 	int64_t start = now_ms();
 	struct task task = { 0 };
@@ -586,7 +590,7 @@ int apply_text(const struct config *cfg, const char *text, size_t len, struct re
 		task_free(&task);
 		return -1;
 	}
-	if (with_journal(cfg, &j, res) == 0) {
+	if (with_journal(cfg, &j, flags, res) == 0) {
 		struct result recorded;
 		result_init(&recorded);
 		if (journal_lookup(&j, res->task_id, &recorded) == 0) {
@@ -600,6 +604,9 @@ int apply_text(const struct config *cfg, const char *text, size_t len, struct re
 			if (r < 0)
 				result_warn(res, "cannot record the result: %s", strerror(-r));
 		}
+		/* A replay is posted again too: the first post may have been lost. */
+		if ((flags & APPLY_OUTBOX) && journal_outbox_put(&j, res) < 0)
+			log_warnx("task %s: cannot put the result in the outbox", res->task_id);
 	}
 	journal_close(&j);
 	if (res->duration_ms < 0)

@@ -44,12 +44,15 @@ static int open_sub(struct journal *j, const char *name, struct safefile_dir *su
 
 int journal_open(const char *state_dir, struct journal *j, char *msg, size_t msglen)
 {
-	*j = (struct journal){ .dir = SAFEFILE_DIR_INIT, .results = SAFEFILE_DIR_INIT, .lock_fd = -1 };
+	*j = (struct journal){ .dir = SAFEFILE_DIR_INIT, .results = SAFEFILE_DIR_INIT, .outbox = SAFEFILE_DIR_INIT,
+			       .lock_fd = -1 };
 	int r = make_state_dir(state_dir);
 	if (r == 0)
 		r = safefile_open_dir(state_dir, 0, 0, NULL, false, &j->dir, msg, msglen);
 	if (r == 0)
 		r = open_sub(j, "results", &j->results);
+	if (r == 0)
+		r = open_sub(j, "outbox", &j->outbox);
 	if (r == 0) {
 		j->lock_fd = openat(j->dir.fd, "lock", O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (j->lock_fd < 0)
@@ -64,6 +67,7 @@ void journal_close(struct journal *j)
 {
 	safefile_close_dir(&j->dir);
 	safefile_close_dir(&j->results);
+	safefile_close_dir(&j->outbox);
 	closep(&j->lock_fd);
 	j->lock_fd = -1;
 }
@@ -147,6 +151,96 @@ int journal_record(struct journal *j, const struct result *res)
 	if (r == 0 && (res->task_id[0] % 16) == 0)
 		prune_results(j);
 	return r;
+}
+
+int journal_outbox_put(struct journal *j, const struct result *res)
+{
+	char name[TASK_ID_MAX + 8];
+	if (!res->task_id[0])
+		return -EINVAL;
+	_cleanup_free_ char *text = result_to_json(res);
+	if (!text)
+		return -ENOMEM;
+	result_name(res->task_id, name, sizeof(name));
+	return safefile_replace(&j->outbox, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
+}
+
+struct outbox_entry {
+	char *id;
+	struct timespec mtime;
+};
+
+static int outbox_cmp(const void *a, const void *b)
+{
+	const struct outbox_entry *x = a, *y = b;
+	if (x->mtime.tv_sec != y->mtime.tv_sec)
+		return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
+	if (x->mtime.tv_nsec != y->mtime.tv_nsec)
+		return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
+	return strcmp(x->id, y->id);
+}
+
+int journal_outbox_list(struct journal *j, struct strv *ids)
+{
+	int fd = openat(j->outbox.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	DIR *d = fdopendir(fd);
+	if (!d) {
+		close(fd);
+		return -errno;
+	}
+	struct outbox_entry *v = NULL;
+	size_t n = 0;
+	int r = 0;
+	for (struct dirent *e; r == 0 && (e = readdir(d));) {
+		size_t len = strlen(e->d_name);
+		struct stat st;
+		if (e->d_name[0] == '.' || len <= 5 || !streq(e->d_name + len - 5, ".json") ||
+		    fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+			continue;
+		struct outbox_entry *nv = realloc(v, (n + 1) * sizeof(*v));
+		if (!nv) {
+			r = -ENOMEM;
+			break;
+		}
+		v = nv;
+		v[n] = (struct outbox_entry){ strndup(e->d_name, len - 5), st.st_mtim };
+		if (!v[n++].id)
+			r = -ENOMEM;
+	}
+	closedir(d);
+	if (r == 0)
+		qsort(v, n, sizeof(*v), outbox_cmp);
+	for (size_t i = 0; i < n; i++) {
+		if (r == 0 && v[i].id)
+			r = strv_push_take(ids, v[i].id);
+		else
+			free(v[i].id);
+	}
+	free(v);
+	return r;
+}
+
+int journal_outbox_get(struct journal *j, const char *task_id, char **json, size_t *len)
+{
+	char name[TASK_ID_MAX + 8], msg[128];
+	struct safefile_stat st;
+	result_name(task_id, name, sizeof(name));
+	int r = safefile_read(&j->outbox, name, RESULT_MAX, json, len, &st, msg, sizeof(msg));
+	if (r == 0 && !st.exists) {
+		free(*json);
+		*json = NULL;
+		return -ENOENT;
+	}
+	return r;
+}
+
+int journal_outbox_remove(struct journal *j, const char *task_id)
+{
+	char name[TASK_ID_MAX + 8];
+	result_name(task_id, name, sizeof(name));
+	return safefile_remove(&j->outbox, name);
 }
 
 static cJSON *file_to_json(const struct backup_file *f)

@@ -12,6 +12,7 @@
 struct journal {
 	struct safefile_dir dir;	/* the state dir itself */
 	struct safefile_dir results;	/* results/<task_id>.json */
+	struct safefile_dir outbox;	/* outbox/<task_id>.json: not yet acknowledged */
 	int lock_fd;
 };
 
@@ -47,6 +48,15 @@ int journal_lock(struct journal *j, int timeout_ms);
 int journal_lookup(struct journal *j, const char *task_id, struct result *res);
 /* Records the result durably (fsync) before anyone is told of it. */
 int journal_record(struct journal *j, const struct result *res);
+
+/* The outbox: results the control plane has not acknowledged yet, kept
+ * (fsync'd) across restarts until journal_outbox_remove. */
+int journal_outbox_put(struct journal *j, const struct result *res);
+/* Task ids in the outbox, oldest first. */
+int journal_outbox_list(struct journal *j, struct strv *ids);
+/* The result line stored for task_id; -ENOENT when gone. */
+int journal_outbox_get(struct journal *j, const char *task_id, char **json, size_t *len);
+int journal_outbox_remove(struct journal *j, const char *task_id);
 
 /* Durably writes the backups (one manifest with the contents): from here
  * on a crash is rolled back by the next start. */

@@ -6,6 +6,7 @@
 
 #include "apply.h"
 #include "config.h"
+#include "daemon.h"
 #include "log.h"
 #include "version.h"
 
@@ -13,6 +14,7 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: kps-agent [-c FILE] apply [--task FILE]\n"
+		"       kps-agent [-c FILE] run\n"
 		"       kps-agent --version | --help\n"
 		"\n"
 		"Applies SSH key pair tasks from a cloud control plane to this VM.\n"
@@ -22,6 +24,7 @@ static void usage(FILE *out)
 		"                     is - or absent; prints the result as one JSON line;\n"
 		"                     exit 0 on SUCCESS, 1 on FAILED, 2 when the agent\n"
 		"                     could not start\n"
+		"  run                run the daemon in the foreground (systemd Type=notify)\n"
 		"  -v, --verbose      debug logging\n"
 		"  -V, --version      print the version\n"
 		"  -h, --help         this help\n",
@@ -101,7 +104,7 @@ static int cmd_apply(const struct config *cfg, int argc, char **argv)
 		return 2;
 	}
 	struct result res;
-	r = apply_text(cfg, text, len, &res);
+	r = apply_text(cfg, text, len, 0, &res);
 	/* The task text may hold a password or private key. */
 	explicit_bzero(text, len);
 	free(text);
@@ -149,7 +152,7 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[optind];
-	if (!streq(cmd, "apply")) {
+	if (!streq(cmd, "apply") && !streq(cmd, "run")) {
 		fprintf(stderr, "kps-agent: unknown command %s\n", cmd);
 		usage(stderr);
 		return 2;
@@ -161,7 +164,14 @@ int main(int argc, char **argv)
 		config_free(&cfg);
 		return 2;
 	}
-	int r = cmd_apply(&cfg, argc - optind, argv + optind);
+	int r;
+	if (streq(cmd, "apply"))
+		r = cmd_apply(&cfg, argc - optind, argv + optind);
+	else if (optind + 1 < argc) {
+		fprintf(stderr, "kps-agent: run: unexpected argument %s\n", argv[optind + 1]);
+		r = 2;
+	} else
+		r = daemon_run(&cfg, config_path);
 	config_free(&cfg);
 	return r;
 }
