@@ -11,6 +11,7 @@
 #include "sshd.h"
 
 #define PORT_WAIT_MS 5000
+#define KEYS_RETRIES 5		/* redoing the edit when someone else wrote the file */
 
 /* Where a task's time goes, for `-v` and the benchmarks. */
 enum step {
@@ -46,6 +47,7 @@ struct apply {
 	bool reloaded;
 	int64_t step_us[_STEP_MAX];
 	int64_t mark;
+	const struct pubkey *replaced;	/* the key a keypair credential proved */
 };
 
 static int64_t now_us(void)
@@ -273,6 +275,56 @@ static int write_config(struct apply *a, const char *main_text, size_t main_len,
 	return r;
 }
 
+/* Someone wrote authorized_keys since it was read (a user, config
+ * management): never lose their line. Read it again, redo the edit on what
+ * is there now, back that up, and try again. */
+static int replan_keys(struct apply *a)
+{
+	struct plan *p = &a->plan;
+	plan_keys_reset(p);
+	if (plan_keys(p, &a->sshd, a->task, a->replaced->type ? a->replaced : NULL, a->res) < 0)
+		return -1;
+	for (size_t i = 0; i < a->backup.n; i++) {
+		struct backup_file *f = &a->backup.files[i];
+		if (f->sshd_config || !streq(f->path, p->keys.path))
+			continue;
+		char *data = malloc(p->keys.old_len + 1);
+		if (!data)
+			return result_fail(a->res, ERR_IO_ERROR, "out of memory");
+		memcpy(data, p->keys.old, p->keys.old_len);
+		free(f->data);
+		*f = (struct backup_file){ .path = f->path, .home = f->home, .walk_uid = f->walk_uid,
+					   .walk_gid = f->walk_gid, .existed = p->keys.st.exists, .uid = p->keys.st.uid,
+					   .gid = p->keys.st.gid, .mode = p->keys.st.mode, .data = data,
+					   .len = p->keys.old_len, .dir_created = f->dir_created };
+	}
+	int r = journal_backup_write(a->j, &a->backup);
+	return r < 0 ? result_fail(a->res, ERR_IO_ERROR, "cannot write backups: %s", strerror(-r)) : 0;
+}
+
+static int write_keys(struct apply *a)
+{
+	struct plan *p = &a->plan;
+	for (int attempt = 0;; attempt++) {
+		char msg[256] = "";
+		int r = write_file(p->keys.path, p->keys.walk_uid, p->keys.walk_gid, p->keys.home, p->keys.dir_missing,
+				   p->keys.new, p->keys.new_len, p->keys.uid, p->keys.gid, p->keys.mode, &p->keys.st, msg,
+				   sizeof(msg));
+		if (r != -EAGAIN)
+			return r < 0 ? result_fail(a->res, safefile_error_is_unsafe(r) ? ERR_UNSAFE_PATH : ERR_IO_ERROR,
+						   "cannot write %s: %s", p->keys.path, msg[0] ? msg : strerror(-r))
+				     : 0;
+		if (attempt == KEYS_RETRIES)
+			return result_fail(a->res, ERR_IO_ERROR, "%s kept changing while the agent was writing it",
+					   p->keys.path);
+		log_info("task %s: %s changed under the agent; redoing the edit", a->task->id, p->keys.path);
+		if (replan_keys(a) < 0)
+			return -1;
+		if (!p->keys.new)
+			return 0;
+	}
+}
+
 static bool config_changes(const struct plan *p)
 {
 	for (size_t i = 0; i < p->n_conf; i++)
@@ -436,7 +488,7 @@ static int transact(struct apply *a)
 	step_done(a, STEP_BACKUP);
 	if (conf && change_config(a) < 0)
 		return -1;
-	if (p->keys.new && write_plan_file(a, &p->keys, p->keys.new, p->keys.new_len) < 0)
+	if (p->keys.new && write_keys(a) < 0)
 		return -1;
 	step_done(a, STEP_WRITE);
 	if (check_time(a) < 0)
@@ -477,6 +529,7 @@ int apply_task(const struct config *cfg, struct journal *j, const struct task *t
 			   .deadline = now_ms() + (int64_t)cfg->task_timeout_s * 1000, .mark = now_us() };
 	struct pubkey replaced = { 0 };
 	_cleanup_free_ char *server_id = config_server_id(cfg);
+	a.replaced = &replaced;
 	int r = prepare(&a, server_id, &replaced);
 	if (r == 0) {
 		r = transact(&a);

@@ -74,6 +74,13 @@ const char *daemon_server_id(struct daemon *d)
 	return d->server_id;
 }
 
+static void event_freep(struct event **ev)
+{
+	if (*ev)
+		event_free(*ev);
+	*ev = NULL;
+}
+
 static void job_free(struct job *j)
 {
 	if (!j)
@@ -164,8 +171,8 @@ static void worker_finish(struct daemon *d, struct result *res, const char *json
 	if (j->done)
 		j->done(res, json, j->arg);
 	job_free(j);
-	event_free(d->worker.read_ev);
-	event_free(d->worker.timer);
+	event_freep(&d->worker.read_ev);
+	event_freep(&d->worker.timer);
 	closep(&d->worker.fd);
 	buf_wipe(&d->worker.out);
 	d->worker = (struct worker){ .fd = -1 };
@@ -457,8 +464,8 @@ static void daemon_free(struct daemon *d)
 	worker_reap(d, true);
 	if (d->worker.job)
 		job_free(d->worker.job);
-	event_free(d->worker.read_ev);
-	event_free(d->worker.timer);
+	event_freep(&d->worker.read_ev);
+	event_freep(&d->worker.timer);
 	closep(&d->worker.fd);
 	buf_wipe(&d->worker.out);
 	while (d->head) {
@@ -467,12 +474,9 @@ static void daemon_free(struct daemon *d)
 		job_free(j);
 	}
 	for (size_t i = 0; i < ELEMENTSOF(d->signals); i++)
-		if (d->signals[i])
-			event_free(d->signals[i]);
-	if (d->watchdog)
-		event_free(d->watchdog);
-	if (d->stop_timer)
-		event_free(d->stop_timer);
+		event_freep(&d->signals[i]);
+	event_freep(&d->watchdog);
+	event_freep(&d->stop_timer);
 	if (d->base)
 		event_base_free(d->base);
 	free(d->server_id);

@@ -210,7 +210,7 @@ int journal_outbox_list(struct journal *j, struct strv *ids)
 			r = -ENOMEM;
 	}
 	closedir(d);
-	if (r == 0)
+	if (r == 0 && n > 1)
 		qsort(v, n, sizeof(*v), outbox_cmp);
 	for (size_t i = 0; i < n; i++) {
 		if (r == 0 && v[i].id)

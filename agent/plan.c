@@ -386,6 +386,16 @@ static void plan_file_free(struct plan_file *f)
 	free(f->new);
 }
 
+void plan_keys_reset(struct plan *p)
+{
+	plan_file_free(&p->keys);
+	p->keys = (struct plan_file){ 0 };
+	free_keys(p->accept, p->n_accept);
+	free_keys(p->refuse, p->n_refuse);
+	p->accept = p->refuse = NULL;
+	p->n_accept = p->n_refuse = 0;
+}
+
 void plan_free(struct plan *p)
 {
 	plan_file_free(&p->keys);

@@ -68,6 +68,9 @@ int plan_user(const char *name, struct plan_user *u);
 int plan_keys(struct plan *p, const struct sshd_settings *s, const struct task *t, const struct pubkey *replaced,
 	      struct result *res);
 
+/* Forgets what plan_keys worked out, to run it again on a file that changed. */
+void plan_keys_reset(struct plan *p);
+
 /* Reads sshd_config (and, for a port change, its Include'd files) and works
  * out their new texts. On failure returns -1 with res set. */
 int plan_sshd_config(struct plan *p, const struct config *cfg, const struct sshd_settings *s, const struct task *t,
