@@ -1,67 +1,91 @@
 #!/usr/bin/env python3
 """The README's main command: kps-agent's main job on the embedded default.
 
-A sandbox sshd on a free loopback port, with its own host keys, its own
-sshd_config and an AuthorizedKeysFile inside the sandbox; the agent's state
-dir in the sandbox too. It associates a key pair (password login off), logs
-in with the real ssh client, disassociates, and shows the key refused and
-password login offered again. Nothing of the host is touched: no user is
-created, no file outside the sandbox is written (but /run/sshd, which sshd
-needs), and everything is removed at the end."""
+Starts a sandbox sshd on a free loopback port (own host keys, own
+sshd_config, AuthorizedKeysFile inside the sandbox), the control-plane
+emulator, and `kps-agent run`. Then, as a cloud user would: imports a key
+pair, calls AssociateKeypair with the seed's example body, shows the task's
+status and a real ssh login with the new key; calls DisassociateKeypair and
+shows the key refused. Nothing of the host is touched: no user is created,
+nothing is written outside the sandbox (but /run/sshd, which sshd needs),
+and the sandbox is removed at the end.
+
+Usage: demo.py [BUILD_DIR]"""
 
 import json
 import os
 import sys
 import time
-import uuid
 
 os.environ.setdefault("KPS_TEST_ROOT", "/run/kps-demo")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
 import sandbox as sb  # noqa: E402
+from daemon_cases import PROJECT, Agent, ControlPlane  # noqa: E402
 
 
 def show(title, obj=None):
     print(f"\n== {title}")
     if obj is not None:
-        print(json.dumps(obj, indent=2) if not isinstance(obj, str) else obj)
+        print(obj if isinstance(obj, str) else json.dumps(obj, indent=2))
 
 
-def main():
-    agent = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build/kps-agent")
-    box = sb.Sandbox("demo", user="root", keys_file="/run/kps-demo/PLACEHOLDER", start=False)
+def sandbox_for_root():
+    box = sb.Sandbox("demo", user="root", keys_file="/nonexistent/%u", start=False)
     keys_dir = os.path.join(box.dir, "authorized_keys")
     os.mkdir(keys_dir, 0o755)
-    # Point sshd at keys inside the sandbox, then start it.
     box.keys_file = keys_dir + "/%u"
     with open(box.sshd_config) as f:
-        text = f.read().replace("/run/kps-demo/PLACEHOLDER", box.keys_file)
+        text = f.read().replace("/nonexistent/%u", box.keys_file)
     with open(box.sshd_config, "w") as f:
         f.write(text)
     box.start_sshd()
+    return box
+
+
+def main():
+    build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
+    agent_exe = os.path.join(build, "kps-agent")
+    box = sandbox_for_root()
+    cp = agent = None
     ok = False
     try:
-        print(f"sandbox: {box.dir}\nsshd on 127.0.0.1:{box.port}, keys in {box.keys_file}")
-        pub = box.keys.pub("demo-key")
-        task = box.task(task_id=str(uuid.uuid4()), keypair_name="newkeypair1", public_key=pub,
-                        server={"disable_password": True})
-        show("associate task", task)
+        cp = ControlPlane(os.path.join(build, "tests", "emulator", "kps-control-plane"))
+        agent = Agent(box, agent_exe, cp)
+        agent.start()
+        print(f"sandbox {box.dir}\n  sshd on 127.0.0.1:{box.port}, keys in {box.keys_file}\n"
+              f"  control plane {cp.url}\n  kps-agent run (server {box.server_id})")
+
+        keypair = cp.import_keypair("newkeypair1", box.keys.pub("demo-key"))
+        show("CreateKeypair (import)", keypair)
+        body = {"keypair_name": "newkeypair1",
+                "server": {"id": box.server_id, "disable_password": True}}
+        show(f"POST /v3/{PROJECT}/keypairs/associate", body)
         t0 = time.monotonic()
-        rc, res, err, _ = box.apply(task, agent)
-        show(f"result (exit {rc}, {1000 * (time.monotonic() - t0):.0f} ms wall)", res)
-        print(err.strip())
-        show(f"authorized_keys ({box.keys_path()})", open(box.keys_path()).read().rstrip())
-        show("ssh login with the new key", "logged in: " + str(box.login_key("demo-key")))
+        tid = cp.associate(body)
+        task = cp.wait(tid)
+        show(f"ListKeypairTask ({1000 * (time.monotonic() - t0):.0f} ms after the call)", task)
+        show("authorized_keys", open(box.keys_path()).read().rstrip())
+        logged_in = box.login_key("demo-key")
+        show("ssh -i demo-key root@127.0.0.1 echo ...", "logged in" if logged_in else "REFUSED")
         show("methods sshd offers now", ",".join(sorted(box.offered_methods())))
-        dis = box.task("disassociate", task_id=str(uuid.uuid4()))
-        show("disassociate task", dis)
-        rc2, res2, err2, _ = box.apply(dis, agent)
-        show(f"result (exit {rc2})", res2)
-        print(err2.strip())
+
+        body = {"server": {"id": box.server_id}}
+        show(f"POST /v3/{PROJECT}/keypairs/disassociate", body)
+        tid2 = cp.disassociate(body)
+        task2 = cp.wait(tid2)
+        show("ListKeypairTask", task2)
         refused = not box.login_key("demo-key")
-        show("ssh login with the removed key", "refused: " + str(refused))
+        show("ssh -i demo-key root@127.0.0.1 echo ...", "refused" if refused else "STILL LOGS IN")
         show("methods sshd offers now", ",".join(sorted(box.offered_methods())))
-        ok = rc == 0 and rc2 == 0 and refused
+        ok = (task["task_status"] == "SUCCESS_RESET" and logged_in and task2["task_status"] == "SUCCESS_UNBIND"
+              and refused)
     finally:
+        if agent:
+            agent.stop()
+            log = open(agent.log).read().strip()
+            show("kps-agent log", log)
+        if cp:
+            cp.close()
         box.close()
         import shutil
         shutil.rmtree(sb.ROOT, ignore_errors=True)
