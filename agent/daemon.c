@@ -170,6 +170,9 @@ static void worker_finish(struct daemon *d, struct result *res, const char *json
 		d->failed++;
 	if (j->done)
 		j->done(res, json, j->arg);
+	/* Also when the poller that submitted it was replaced (SIGHUP). */
+	else if (j->source == SOURCE_CONTROL_PLANE && d->cp)
+		controlplane_outbox_kick(d->cp);
 	job_free(j);
 	event_freep(&d->worker.read_ev);
 	event_freep(&d->worker.timer);
@@ -448,6 +451,7 @@ static int daemon_recover(struct daemon *d)
 	int r = journal_open(d->cfg.state_dir, &j, msg, sizeof(msg));
 	if (r < 0) {
 		log_warnx("%s", msg);
+		journal_close(&j);
 		return r;
 	}
 	r = journal_lock(&j, d->cfg.task_timeout_s * 1000);
