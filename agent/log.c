@@ -40,7 +40,7 @@ void log_set_debug(bool on)
 	log_debug_on = on;
 }
 
-static void log_vemit(int prio, const char *fmt, va_list ap, int errnum)
+__attribute__((format(printf, 2, 0))) static void log_vemit(int prio, const char *fmt, va_list ap, int errnum)
 {
 	char line[1024];
 	int n = vsnprintf(line, sizeof(line), fmt, ap);

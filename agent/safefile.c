@@ -39,7 +39,7 @@ static void fsuid_leave(struct fsuid_saved *s)
 	s->active = false;
 }
 
-#define _cleanup_fsuid_ _cleanup_(fsuid_leave)
+#define _cleanup_fsuid_ _cleanup_(fsuid_leave) __attribute__((unused))
 
 bool safefile_error_is_unsafe(int r)
 {
