@@ -81,12 +81,6 @@ static bool is_space(char c)
 	return c == ' ' || c == '\t' || c == '\r';
 }
 
-/* sshd reads lines as C strings: a NUL ends what it sees of a line. */
-static bool is_delim(char c)
-{
-	return is_space(c) || c == '=' || c == '"' || c == '\0';
-}
-
 static size_t skip_space(const char *s, size_t len, size_t i)
 {
 	while (i < len && is_space(s[i]))
@@ -99,29 +93,77 @@ static bool token_is(struct token t, const char *word)
 	return t.len == strlen(word) && strncasecmp(t.p, word, t.len) == 0;
 }
 
-/* The keyword, and in *rest where the arguments start after the whitespace
- * and the single '=' that may separate them. Empty for comments and blanks. */
-static struct token line_keyword(const struct line *l, size_t *rest)
+#define KEYWORD_MAX 64
+
+/* One token the way sshd's strdelim() takes it: up to whitespace, '=' or a
+ * quote; a quote is dropped and the token runs on to the next quote; one
+ * '=' between tokens is skipped. Returns false when sshd would get NULL
+ * (an unmatched quote). *end < 0: no more tokens. */
+static bool sshd_strdelim(const char *p, size_t len, ssize_t *pos, char *tok, size_t *toklen)
 {
-	size_t i = skip_space(l->p, l->len, 0);
-	size_t start = i;
+	size_t i = (size_t)*pos, j = i, n = 0;
+	while (j < len && !is_space(p[j]) && p[j] != '"' && p[j] != '=')
+		j++;
+	for (size_t k = i; k < j; k++)
+		if (n < KEYWORD_MAX)
+			tok[n++] = p[k];
+	if (j == len) {
+		*toklen = n;
+		*pos = -1;
+		return true;
+	}
+	if (p[j] == '"') {
+		size_t q = j + 1;
+		while (q < len && p[q] != '"')
+			q++;
+		if (q == len)
+			return false;
+		for (size_t k = j + 1; k < q; k++)
+			if (n < KEYWORD_MAX)
+				tok[n++] = p[k];
+		*toklen = n;
+		*pos = (ssize_t)skip_space(p, len, q + 1);
+		return true;
+	}
+	bool equals = p[j] == '=';
+	size_t s = skip_space(p, len, j + 1);
+	if (!equals && s < len && p[s] == '=')
+		s = skip_space(p, len, s + 1);
+	*toklen = n;
+	*pos = (ssize_t)s;
+	return true;
+}
+
+/* The keyword as sshd reads it (process_server_config_line: trailing white
+ * space stripped, an empty first token skipped once, quotes removed), and
+ * in *rest where the arguments start. Empty for comments and blanks. kw
+ * holds KEYWORD_MAX bytes; a longer keyword matches nothing. */
+static struct token line_keyword(const struct line *l, size_t *rest, char *kw)
+{
+	size_t len = l->len;
+	const char *nul = memchr(l->p, '\0', len);
+	if (nul)
+		len = (size_t)(nul - l->p);
+	while (len > 0 && (is_space(l->p[len - 1]) || l->p[len - 1] == '\f'))
+		len--;
 	*rest = l->len;
-	if (i < l->len && l->p[i] == '#')
-		return (struct token){ l->p + i, 0 };
-	while (i < l->len && !is_delim(l->p[i]))
-		i++;
-	struct token kw = { l->p + start, i - start };
-	i = skip_space(l->p, l->len, i);
-	if (i < l->len && l->p[i] == '=')
-		i = skip_space(l->p, l->len, i + 1);
-	*rest = i;
-	return kw;
+	ssize_t pos = 0;
+	size_t n = 0;
+	if (len == 0 || !sshd_strdelim(l->p, len, &pos, kw, &n))
+		return (struct token){ kw, 0 };
+	if (n == 0 && pos >= 0 && !sshd_strdelim(l->p, len, &pos, kw, &n))
+		return (struct token){ kw, 0 };
+	if (n == 0 || kw[0] == '#' || n >= KEYWORD_MAX)
+		return (struct token){ kw, 0 };
+	*rest = pos < 0 ? l->len : (size_t)pos;
+	return (struct token){ kw, n };
 }
 
 static bool line_is_keyword(const struct line *l, const char *word)
 {
 	size_t rest;
-	return token_is(line_keyword(l, &rest), word);
+	char kw[KEYWORD_MAX];
+	return token_is(line_keyword(l, &rest, kw), word);
 }
 
 /* A line sshd may take as a directive; the block must come before it. */
@@ -226,7 +268,8 @@ static int parse_port(struct token v, struct sshdconf_block *b)
 static int block_parse_line(const struct line *l, struct sshdconf_block *b)
 {
 	size_t rest;
-	struct token kw = line_keyword(l, &rest);
+	char buf[KEYWORD_MAX];
+	struct token kw = line_keyword(l, &rest, buf);
 	struct token v;
 	int r = line_value(l, rest, &v);
 	if (r < 0)
@@ -560,7 +603,8 @@ int sshdconf_includes(const char *text, size_t len, struct strv *out)
 		return -EINVAL;
 	while (line_next(text, len, &pos, &l)) {
 		size_t rest;
-		if (!token_is(line_keyword(&l, &rest), "Include"))
+		char kw[KEYWORD_MAX];
+		if (!token_is(line_keyword(&l, &rest, kw), "Include"))
 			continue;
 		int r = include_args(&l, rest, &found);
 		if (r < 0)
