@@ -425,7 +425,11 @@ static enum line_kind line_classify(struct line *l)
 	const char *s = l->text;
 	size_t len = l->len;
 	if (len > 0 && s[len - 1] == '\n')
-		len -= (len > 1 && s[len - 2] == '\r') ? 2 : 1;
+		len--;
+	/* Also on an unterminated last line: an add terminates it later, and
+	 * the line must mean the same before and after. */
+	if (len > 0 && s[len - 1] == '\r')
+		len--;
 	/* sshd reads a line as a C string: nothing after a NUL counts. */
 	const char *nul = memchr(s, '\0', len);
 	if (nul)
