@@ -391,12 +391,24 @@ static void daemon_reload(struct daemon *d)
 		return;
 	}
 	sd_notify(0, "RELOADING=1");
-	daemon_sources_stop(d);
+	/* Clients of an unchanged channel keep their connection and results. */
+	bool keep_channel = streq(cfg.socket, d->cfg.socket) && streq(cfg.device, d->cfg.device);
+	if (d->cp) {
+		daemon_detach(d, d->cp);
+		controlplane_free(d->cp);
+		d->cp = NULL;
+	}
+	if (!keep_channel && d->ch) {
+		channel_free(d->ch);
+		d->ch = NULL;
+	}
 	config_free(&d->cfg);
 	d->cfg = cfg;
 	free(d->server_id);
 	d->server_id = config_server_id(&d->cfg);
-	daemon_sources_start(d);
+	if (!keep_channel)
+		d->ch = channel_new(d);
+	d->cp = controlplane_new(d);
 	log_info("configuration reloaded from %s", path);
 	sd_notify(0, "READY=1");
 	daemon_status(d);

@@ -7,6 +7,7 @@ host except the test user's ~/.ssh (tests only) or, for the demo, nothing."""
 import json
 import os
 import pwd
+import shlex
 import shutil
 import socket
 import subprocess
@@ -204,7 +205,9 @@ class Sandbox:
 
     def apply(self, task, agent, raw=None, config=None):
         text = raw if raw is not None else json.dumps(task)
-        p = subprocess.run([agent, "-c", config or self.agent_config, "apply"], input=text.encode()
+        # KPS_AGENT_WRAPPER runs the agent under a tool (CI: valgrind).
+        wrapper = shlex.split(os.environ.get("KPS_AGENT_WRAPPER", ""))
+        p = subprocess.run(wrapper + [agent, "-c", config or self.agent_config, "apply"], input=text.encode()
                            if isinstance(text, str) else text, capture_output=True, timeout=120)
         out = p.stdout.decode(errors="replace")
         lines = [l for l in out.splitlines() if l.strip()]

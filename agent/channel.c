@@ -1,0 +1,663 @@
+/* The local channel: a unix socket for root and a virtio-serial port for
+ * the host. Both speak newline-delimited JSON, one task per line in and one
+ * result per line out, in the order the lines came. Lines may carry a
+ * password or a private key, so every byte that leaves an input buffer is
+ * wiped where it was. */
+#include <fcntl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <termios.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <systemd/sd-daemon.h>
+
+#include "channel.h"
+#include "log.h"
+
+#define CHANNEL_CLIENTS_MAX 64
+/* Past this a client is not read until it takes its results: a client that
+ * never reads cannot make the agent hold an unbounded backlog. Above the
+ * daemon's queue, so one client can still find that queue full. */
+#define CHANNEL_SLOTS_MAX ((size_t)2 * DAEMON_QUEUE_MAX)
+#define CHANNEL_OUTPUT_MAX ((size_t)1024 * 1024)
+#define CHANNEL_RETRY_S 1
+#define CHANNEL_LINE_MAX ((size_t)TASK_MAX_BYTES + 2)	/* "\r\n" */
+
+/* Used when even a result line cannot be allocated: the client still gets
+ * one line per task, in order. */
+static const char channel_nomem[] = "{\"task_id\":\"\",\"server_id\":\"\",\"status\":\"FAILED\","
+				    "\"error_code\":\"KPS.AGENT.IO_ERROR\",\"error_msg\":\"the agent is out of memory\"}";
+
+/* One task line of a client: pending until its result arrives. */
+struct channel_slot {
+	struct channel_slot *next;
+	struct channel_client *cl;
+	char *json;		/* NULL while pending; may be channel_nomem */
+};
+
+struct channel_client {
+	struct channel_client *next;
+	struct channel *c;
+	struct bufferevent *bev;
+	struct channel_slot *head, *tail;	/* in the order the lines came */
+	size_t nslots;
+	bool discarding;	/* inside a line too long to take */
+	bool paused;
+	bool eof;		/* a socket client half-closed: answer, then close */
+	bool device;
+	bool seen_input;
+	char name[96];
+};
+
+struct channel {
+	struct daemon *d;
+	struct event_base *base;
+	struct evconnlistener *listener;
+	struct event *accept_timer;
+	char *bound_path;	/* the socket we made and unlink at the end */
+	struct channel_client *clients;
+	size_t nclients;
+	char *line;
+	char *device;		/* owned: a SIGHUP frees the config it came from */
+	struct event *dev_timer;
+	bool dev_failed;	/* the last open failed and was logged */
+	bool queue_full;	/* logged once per episode */
+};
+
+/* Moves n bytes out of the buffer into dst (NULL: drops them), wiping them
+ * in libevent's own chunks first, since draining alone only frees them. */
+static void channel_take(struct evbuffer *in, char *dst, size_t n)
+{
+	struct evbuffer_iovec v[16];
+	while (n > 0) {
+		int k = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, (int)ELEMENTSOF(v));
+		size_t done = 0;
+		for (int i = 0; i < k && i < (int)ELEMENTSOF(v) && done < n; i++) {
+			size_t len = v[i].iov_len < n - done ? v[i].iov_len : n - done;
+			if (dst)
+				memcpy(dst + done, v[i].iov_base, len);
+			explicit_bzero(v[i].iov_base, len);
+			done += len;
+		}
+		if (done == 0)
+			return;
+		evbuffer_drain(in, done);
+		n -= done;
+		if (dst)
+			dst += done;
+	}
+}
+
+static void channel_slot_free(struct channel_slot *s)
+{
+	if (s->json != channel_nomem)
+		free(s->json);
+	free(s);
+}
+
+static void channel_slot_pop(struct channel_client *cl)
+{
+	struct channel_slot *s = cl->head;
+	cl->head = s->next;
+	if (!cl->head)
+		cl->tail = NULL;
+	cl->nslots--;
+	channel_slot_free(s);
+}
+
+static void channel_slot_set(struct channel_slot *s, const char *json)
+{
+	s->json = json ? strdup(json) : NULL;
+	if (!s->json)
+		s->json = (char *)channel_nomem;
+}
+
+static bool channel_client_full(const struct channel_client *cl)
+{
+	return cl->nslots >= CHANNEL_SLOTS_MAX ||
+	       evbuffer_get_length(bufferevent_get_output(cl->bev)) > CHANNEL_OUTPUT_MAX;
+}
+
+/* Reading starts again from the loop, never from here: this may run inside
+ * a result callback that runs inside daemon_submit for this very client. */
+static void channel_client_resume(struct channel_client *cl)
+{
+	if (!cl->paused || channel_client_full(cl))
+		return;
+	cl->paused = false;
+	if (!cl->eof)
+		bufferevent_enable(cl->bev, EV_READ);
+	if (cl->eof || evbuffer_get_length(bufferevent_get_input(cl->bev)) > 0)
+		bufferevent_trigger(cl->bev, EV_READ, BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
+}
+
+/* Results leave strictly from the head, so a reply known at once waits
+ * behind the client's earlier tasks. */
+static void channel_client_flush(struct channel_client *cl)
+{
+	struct channel_slot *s;
+	while ((s = cl->head) && s->json) {
+		if (bufferevent_write(cl->bev, s->json, strlen(s->json)) < 0 || bufferevent_write(cl->bev, "\n", 1) < 0)
+			log_warnx("channel: %s: a result could not be queued for sending", cl->name);
+		channel_slot_pop(cl);
+	}
+	channel_client_resume(cl);
+}
+
+static void channel_done(const struct result *res, const char *json, void *arg)
+{
+	struct channel_slot *s = arg;
+	(void)res;
+	channel_slot_set(s, json);
+	channel_client_flush(s->cl);
+}
+
+static struct channel_slot *channel_slot_new(struct channel_client *cl)
+{
+	struct channel_slot *s = calloc(1, sizeof(*s));
+	if (!s)
+		return NULL;
+	s->cl = cl;
+	if (cl->tail)
+		cl->tail->next = s;
+	else
+		cl->head = s;
+	cl->tail = s;
+	cl->nslots++;
+	return s;
+}
+
+/* A refusal made here still names the task when the line carried one. */
+static void channel_reply(struct channel_client *cl, struct channel_slot *s, const char *line, size_t len,
+			  enum error_code code, const char *msg)
+{
+	struct result res;
+	result_init(&res);
+	if (line) {
+		struct task t = { 0 };
+		struct result parsed;
+		result_init(&parsed);
+		task_parse(line, len, &t, &parsed);
+		snprintf(res.task_id, sizeof(res.task_id), "%s", parsed.task_id);
+		task_free(&t);
+		result_free(&parsed);
+	}
+	const char *sid = daemon_server_id(cl->c->d);
+	result_set_server_id(&res, sid ? sid : "");
+	result_fail(&res, code, "%s", msg);
+	_cleanup_free_ char *json = result_to_json(&res);
+	result_free(&res);
+	channel_slot_set(s, json);
+}
+
+static int channel_client_too_long(struct channel_client *cl)
+{
+	char msg[64];
+	struct channel_slot *s = channel_slot_new(cl);
+	if (!s)
+		return -ENOMEM;
+	log_warnx("channel: %s: refused a task longer than %d bytes", cl->name, TASK_MAX_BYTES);
+	snprintf(msg, sizeof(msg), "task longer than %d bytes", TASK_MAX_BYTES);
+	channel_reply(cl, s, NULL, 0, ERR_INVALID_TASK, msg);
+	channel_client_flush(cl);
+	return 0;
+}
+
+static int channel_client_submit(struct channel_client *cl, const char *line, size_t len)
+{
+	struct channel *c = cl->c;
+	struct channel_slot *s = channel_slot_new(cl);
+	if (!s)
+		return -ENOMEM;
+	/* On success s may already be answered and freed: the daemon can
+	 * finish a task before daemon_submit returns. */
+	int r = daemon_submit(c->d, line, len, SOURCE_CHANNEL, channel_done, s);
+	if (r == 0) {
+		c->queue_full = false;
+		return 0;
+	}
+	if (r == -ENOBUFS) {
+		if (!c->queue_full)
+			log_warnx("channel: the agent's queue is full; refusing tasks until it drains");
+		c->queue_full = true;
+		channel_reply(cl, s, line, len, ERR_IO_ERROR, "the agent's queue is full");
+	} else {
+		channel_reply(cl, s, line, len, ERR_IO_ERROR, "the agent could not queue this task");
+	}
+	channel_client_flush(cl);
+	return 0;
+}
+
+/* One line of n bytes at the head of input, its newline included unless
+ * it is what a half-closed client left last. */
+static int channel_client_line(struct channel_client *cl, struct evbuffer *in, size_t n)
+{
+	char *line = cl->c->line;
+	if (n > CHANNEL_LINE_MAX) {
+		channel_take(in, NULL, n);
+		return channel_client_too_long(cl);
+	}
+	channel_take(in, line, n);
+	size_t len = n;
+	if (line[len - 1] == '\n')
+		len--;
+	if (len > 0 && line[len - 1] == '\r')
+		len--;
+	int r = 0;
+	if (len > (size_t)TASK_MAX_BYTES)
+		r = channel_client_too_long(cl);
+	else if (len > 0)
+		r = channel_client_submit(cl, line, len);
+	explicit_bzero(line, n);
+	return r;
+}
+
+/* Takes every complete line, until the client has too much in flight. */
+static int channel_client_lines(struct channel_client *cl)
+{
+	struct evbuffer *in = bufferevent_get_input(cl->bev);
+	while (!channel_client_full(cl)) {
+		size_t avail = evbuffer_get_length(in);
+		if (avail == 0)
+			return 0;
+		struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
+		if (cl->discarding) {
+			channel_take(in, NULL, eol.pos < 0 ? avail : (size_t)eol.pos + 1);
+			cl->discarding = eol.pos < 0;
+			continue;
+		}
+		if (eol.pos >= 0) {
+			int r = channel_client_line(cl, in, (size_t)eol.pos + 1);
+			if (r < 0)
+				return r;
+			continue;
+		}
+		if (cl->eof && avail < CHANNEL_LINE_MAX)
+			return channel_client_line(cl, in, avail);
+		/* No newline yet: answer an over-long line now, drop the rest
+		 * of it as it comes. */
+		if (avail < CHANNEL_LINE_MAX)
+			return 0;
+		channel_take(in, NULL, avail);
+		cl->discarding = true;
+		int r = channel_client_too_long(cl);
+		if (r < 0)
+			return r;
+	}
+	cl->paused = true;
+	bufferevent_disable(cl->bev, EV_READ);
+	return 0;
+}
+
+static void channel_client_free(struct channel_client *cl)
+{
+	struct channel *c = cl->c;
+	while (cl->head) {
+		if (!cl->head->json)
+			daemon_detach(c->d, cl->head);
+		channel_slot_pop(cl);
+	}
+	struct evbuffer *in = bufferevent_get_input(cl->bev);
+	channel_take(in, NULL, evbuffer_get_length(in));
+	bufferevent_free(cl->bev);
+	struct channel_client **p = &c->clients;
+	while (*p != cl)
+		p = &(*p)->next;
+	*p = cl->next;
+	c->nclients--;
+	free(cl);
+}
+
+static void channel_device_retry(struct channel *c);
+
+static void channel_client_close(struct channel_client *cl, const char *why)
+{
+	struct channel *c = cl->c;
+	bool device = cl->device;
+	if (device && cl->seen_input)
+		log_info("channel: %s: the host went away (%s); reopening", cl->name, why);
+	else
+		log_debug("channel: %s: closed (%s)", cl->name, why);
+	channel_client_free(cl);
+	if (device)
+		channel_device_retry(c);
+}
+
+/* Only from the loop's own callbacks, where nothing of cl is in use. */
+static void channel_client_finish(struct channel_client *cl)
+{
+	if (cl->eof && !cl->paused && cl->nslots == 0 && evbuffer_get_length(bufferevent_get_input(cl->bev)) == 0 &&
+	    evbuffer_get_length(bufferevent_get_output(cl->bev)) == 0)
+		channel_client_close(cl, "all answered");
+}
+
+static void channel_client_read(struct bufferevent *bev, void *arg)
+{
+	struct channel_client *cl = arg;
+	(void)bev;
+	cl->seen_input = true;
+	if (channel_client_lines(cl) < 0)
+		channel_client_close(cl, "out of memory");
+	else
+		channel_client_finish(cl);
+}
+
+static void channel_client_written(struct bufferevent *bev, void *arg)
+{
+	struct channel_client *cl = arg;
+	(void)bev;
+	channel_client_resume(cl);
+	channel_client_finish(cl);
+}
+
+/* A socket client that shuts down its side (echo TASK | socat ...) still
+ * gets its results; a device at end of file has lost its host. */
+static void channel_client_event(struct bufferevent *bev, short what, void *arg)
+{
+	struct channel_client *cl = arg;
+	if (what & BEV_EVENT_ERROR) {
+		channel_client_close(cl, strerror(EVUTIL_SOCKET_ERROR()));
+	} else if ((what & BEV_EVENT_EOF) && cl->device) {
+		channel_client_close(cl, "end of file");
+	} else if (what & BEV_EVENT_EOF) {
+		cl->eof = true;
+		channel_client_read(bev, cl);
+	}
+}
+
+/* Takes fd over, closing it on failure. */
+static int channel_client_new(struct channel *c, int fd, bool device, const char *name)
+{
+	struct channel_client *cl = calloc(1, sizeof(*cl));
+	struct bufferevent *bev = bufferevent_socket_new(c->base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (!cl || !bev) {
+		free(cl);
+		if (bev)
+			bufferevent_free(bev);
+		else
+			close(fd);
+		return -ENOMEM;
+	}
+	*cl = (struct channel_client){ .next = c->clients, .c = c, .bev = bev, .device = device };
+	snprintf(cl->name, sizeof(cl->name), "%s", name);
+	bufferevent_setcb(bev, channel_client_read, channel_client_written, channel_client_event, cl);
+	bufferevent_setwatermark(bev, EV_WRITE, CHANNEL_OUTPUT_MAX / 2, 0);
+	c->clients = cl;
+	c->nclients++;
+	/* epoll refuses some files (a regular file named as the device). */
+	if (bufferevent_enable(bev, EV_READ) < 0) {
+		channel_client_free(cl);
+		return -EPERM;
+	}
+	return 0;
+}
+
+static void channel_accept_again(evutil_socket_t fd, short what, void *arg)
+{
+	struct channel *c = arg;
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(c->listener);
+}
+
+/* Out of descriptors: accept would fail at once on every turn of the loop. */
+static void channel_accept_error(struct evconnlistener *l, void *arg)
+{
+	struct channel *c = arg;
+	int e = EVUTIL_SOCKET_ERROR();
+	log_warnx("channel: accept: %s; pausing for a second", strerror(e));
+	struct timeval tv = { CHANNEL_RETRY_S, 0 };
+	evconnlistener_disable(l);
+	if (evtimer_add(c->accept_timer, &tv) < 0)
+		evconnlistener_enable(l);
+}
+
+static void channel_accept(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa, int salen, void *arg)
+{
+	struct channel *c = arg;
+	struct ucred cred;
+	socklen_t len = sizeof(cred);
+	char name[96];
+	(void)l;
+	(void)sa;
+	(void)salen;
+	if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0) {
+		log_warn("channel: SO_PEERCRED");
+		close(fd);
+		return;
+	}
+	if (cred.uid != 0) {
+		log_warnx("channel: refused a peer that is not root (pid %d, uid %u)", (int)cred.pid,
+			  (unsigned)cred.uid);
+		close(fd);
+		return;
+	}
+	if (c->nclients >= CHANNEL_CLIENTS_MAX) {
+		log_warnx("channel: refused pid %d: already %d clients", (int)cred.pid, CHANNEL_CLIENTS_MAX);
+		close(fd);
+		return;
+	}
+	snprintf(name, sizeof(name), "client pid %d", (int)cred.pid);
+	if (channel_client_new(c, fd, false, name) < 0)
+		log_warnx("channel: cannot take %s: out of memory", name);
+	else
+		log_debug("channel: %s connected", name);
+}
+
+static int channel_device_open(struct channel *c)
+{
+	_cleanup_close_ int fd = open(c->device, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	/* A console-like port would otherwise echo tasks back to the host and
+	 * turn newlines into CRLF. */
+	if (isatty(fd)) {
+		struct termios t;
+		if (tcgetattr(fd, &t) < 0)
+			return -errno;
+		cfmakeraw(&t);
+		if (tcsetattr(fd, TCSANOW, &t) < 0)
+			return -errno;
+	}
+	/* cppcheck-suppress unreadVariable ; the _cleanup_ reads it */
+	return channel_client_new(c, TAKE_FD(fd), true, c->device);
+}
+
+/* A missing port or an absent host is normal (the VM boots before the
+ * host listens): keep trying, say so once. */
+static void channel_device_try(evutil_socket_t fd, short what, void *arg)
+{
+	struct channel *c = arg;
+	(void)fd;
+	(void)what;
+	int r = channel_device_open(c);
+	if (r == 0) {
+		if (c->dev_failed)
+			log_info("channel: %s is open", c->device);
+		else
+			log_debug("channel: %s is open", c->device);
+		c->dev_failed = false;
+		return;
+	}
+	if (!c->dev_failed)
+		log_warnx("channel: cannot open %s: %s; retrying every %d s", c->device, strerror(-r),
+			  CHANNEL_RETRY_S);
+	c->dev_failed = true;
+	channel_device_retry(c);
+}
+
+static void channel_device_retry(struct channel *c)
+{
+	struct timeval tv = { CHANNEL_RETRY_S, 0 };
+	if (evtimer_add(c->dev_timer, &tv) < 0)
+		log_warnx("channel: cannot arm the timer to reopen %s", c->device);
+}
+
+/* The socket systemd passed us for this path, if it did. */
+static int channel_socket_activated(const char *path)
+{
+	int n = sd_listen_fds(0);
+	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
+		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, path, 0) > 0)
+			return fd;
+	return -ENOENT;
+}
+
+static int channel_socket_parent(const struct sockaddr_un *sun)
+{
+	char dir[sizeof(sun->sun_path)];
+	struct stat st;
+	snprintf(dir, sizeof(dir), "%s", sun->sun_path);
+	char *slash = strrchr(dir, '/');
+	if (!slash || slash == dir)
+		return 0;
+	*slash = '\0';
+	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
+		return -errno;
+	if (stat(dir, &st) < 0)
+		return -errno;
+	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+}
+
+/* A socket left by an agent that died goes; a live agent's socket, or a
+ * file that is not a socket at all, stays and stops us. */
+static int channel_socket_stale(const char *path, const struct sockaddr_un *sun)
+{
+	struct stat st;
+	if (lstat(path, &st) < 0)
+		return errno == ENOENT ? 0 : -errno;
+	if (!S_ISSOCK(st.st_mode))
+		return -EEXIST;
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0)
+		return -errno;
+	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0)
+		return -EADDRINUSE;
+	if (unlink(path) < 0 && errno != ENOENT)
+		return -errno;
+	return 0;
+}
+
+static int channel_socket_bind(const char *path)
+{
+	struct sockaddr_un sun = { .sun_family = AF_UNIX };
+	if (strlen(path) >= sizeof(sun.sun_path))
+		return -ENAMETOOLONG;
+	memcpy(sun.sun_path, path, strlen(path));
+	int r = channel_socket_parent(&sun);
+	if (r == 0)
+		r = channel_socket_stale(path, &sun);
+	if (r < 0)
+		return r;
+	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+	if (fd < 0)
+		return -errno;
+	/* Created 0600 from the start: no moment where others may connect. */
+	mode_t old = umask(0177);
+	r = bind(fd, (const struct sockaddr *)&sun, sizeof(sun));
+	int e = errno;
+	umask(old);
+	if (r < 0)
+		return -e;
+	if (chmod(path, 0600) < 0) {
+		e = errno;
+		unlink(path);
+		return -e;
+	}
+	/* cppcheck-suppress unreadVariable ; the _cleanup_ reads it */
+	return TAKE_FD(fd);
+}
+
+static int channel_listen(struct channel *c, const char *path)
+{
+	unsigned flags = LEV_OPT_CLOSE_ON_EXEC;
+	int backlog = 0;
+	/* systemd keeps its socket across our reloads: not ours to close. */
+	int fd = channel_socket_activated(path);
+	/* Passed blocking unless the unit says NonBlocking=yes, and libevent
+	 * accepts until EAGAIN. */
+	if (fd >= 0 && evutil_make_socket_nonblocking(fd) < 0)
+		return -errno;
+	if (fd < 0) {
+		fd = channel_socket_bind(path);
+		if (fd < 0)
+			return fd;
+		c->bound_path = strdup(path);
+		flags |= LEV_OPT_CLOSE_ON_FREE;
+		backlog = -1;
+	}
+	c->listener = evconnlistener_new(c->base, channel_accept, c, flags, backlog, fd);
+	if (!c->listener) {
+		int e = errno ? errno : ENOMEM;
+		if (flags & LEV_OPT_CLOSE_ON_FREE)
+			close(fd);
+		return -e;
+	}
+	evconnlistener_set_error_cb(c->listener, channel_accept_error);
+	log_info("channel: listening on %s%s", path, backlog == 0 ? " (socket activation)" : "");
+	return 0;
+}
+
+void channel_free(struct channel *c)
+{
+	if (!c)
+		return;
+	for (struct channel_client *cl = c->clients, *next; cl; cl = next) {
+		next = cl->next;
+		channel_client_free(cl);
+	}
+	if (c->listener)
+		evconnlistener_free(c->listener);
+	if (c->bound_path)
+		unlink(c->bound_path);
+	free(c->bound_path);
+	free(c->device);
+	if (c->accept_timer)
+		event_free(c->accept_timer);
+	if (c->dev_timer)
+		event_free(c->dev_timer);
+	if (c->line) {
+		explicit_bzero(c->line, CHANNEL_LINE_MAX);
+		free(c->line);
+	}
+	free(c);
+}
+
+struct channel *channel_new(struct daemon *d)
+{
+	const struct config *cfg = daemon_config(d);
+	struct channel *c = calloc(1, sizeof(*c));
+	if (!c) {
+		log_warnx("channel: out of memory");
+		return NULL;
+	}
+	c->d = d;
+	c->base = daemon_base(d);
+	c->device = strdup(cfg->device);
+	c->line = malloc(CHANNEL_LINE_MAX);
+	c->accept_timer = evtimer_new(c->base, channel_accept_again, c);
+	c->dev_timer = evtimer_new(c->base, channel_device_try, c);
+	if (!c->device || !c->line || !c->accept_timer || !c->dev_timer) {
+		log_warnx("channel: out of memory");
+		channel_free(c);
+		return NULL;
+	}
+	/* The device first: once the socket exists, both are served. */
+	if (cfg->device[0])
+		channel_device_try(-1, 0, c);
+	if (cfg->socket[0]) {
+		int r = channel_listen(c, cfg->socket);
+		if (r < 0) {
+			log_warnx("channel: cannot listen on %s: %s", cfg->socket,
+				  r == -EEXIST ? "it exists and is not a socket" :
+				  r == -EADDRINUSE ? "another agent is listening there" : strerror(-r));
+			channel_free(c);
+			return NULL;
+		}
+	}
+	return c;
+}
