@@ -1,0 +1,172 @@
+#!/usr/bin/env python3
+"""Benchmarks of `kps-agent run` through the control-plane emulator.
+
+Usage: bench_daemon.py AGENT EMULATOR [RUNS]
+
+- call-to-result: from the AssociateKeypair call at the emulator to the
+  agent's result being stored there (ListKeypairTask says SUCCESS_), median
+  and p99, probe included;
+- the daemon idle: RSS, Pss and Private memory (/proc/PID/smaps_rollup),
+  and wake-ups per minute (context switches while nothing happens but the
+  long poll);
+- exec to READY=1 (a NOTIFY_SOCKET of our own);
+- beside it, where qemu-guest-agent is installed: qemu-ga's idle memory and
+  the time of one guest-ssh-add-authorized-keys over its socket.
+Figures, never assertions."""
+
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+here = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(here, "..", "integration"))
+import sandbox as sb  # noqa: E402
+from cases import USER_LINE, reset_home  # noqa: E402
+from daemon_cases import Agent, ControlPlane, PROJECT  # noqa: E402
+
+
+def pct(v, p):
+    v = sorted(v)
+    return v[min(len(v) - 1, int(round(p / 100 * (len(v) - 1))))]
+
+
+def memory(pid):
+    out = {}
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            k, _, rest = line.partition(":")
+            if k in ("Rss", "Pss", "Private_Clean", "Private_Dirty"):
+                out[k] = int(rest.split()[0])
+    out["Private"] = out.pop("Private_Clean", 0) + out.pop("Private_Dirty", 0)
+    return out
+
+
+def switches(pid):
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{tid}/status") as f:
+            for line in f:
+                if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
+                    total += int(line.split()[1])
+    return total
+
+
+def call_to_result(box, cp, runs):
+    cp.import_keypair("bench", box.keys.pub("a"))
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        tid = cp.associate({"keypair_name": "bench", "server": {"id": box.server_id}})
+        while not cp.task(tid)["task_status"].startswith(("SUCCESS_", "FAILED_")):
+            time.sleep(0.001)
+        times.append((time.perf_counter() - t0) * 1000)
+        assert cp.task(tid)["task_status"] == "SUCCESS_RESET", cp.task(tid)
+    return times
+
+
+def exec_to_ready(agent_exe, config, runs=10):
+    times = []
+    for _ in range(runs):
+        d = tempfile.mkdtemp()
+        path = os.path.join(d, "notify")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        s.bind(path)
+        s.settimeout(10)
+        t0 = time.perf_counter()
+        p = subprocess.Popen([agent_exe, "-c", config, "run"], env={**os.environ, "NOTIFY_SOCKET": path},
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        while True:
+            msg = s.recv(4096).decode()
+            if "READY=1" in msg.split("\n"):
+                break
+        times.append((time.perf_counter() - t0) * 1000)
+        p.terminate()
+        p.wait()
+        s.close()
+        os.unlink(path)
+        os.rmdir(d)
+    return times
+
+
+def qemu_ga(box, runs):
+    exe = "/usr/sbin/qemu-ga"
+    if not os.path.exists(exe):
+        return None
+    d = tempfile.mkdtemp(dir=box.dir)
+    sock = os.path.join(d, "qga.sock")
+    p = subprocess.Popen([exe, "-m", "unix-listen", "-p", sock, "-t", d], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 5
+        while not os.path.exists(sock) and time.time() < deadline:
+            time.sleep(0.01)
+        time.sleep(0.5)
+        idle = memory(p.pid)
+        c = socket.socket(socket.AF_UNIX)
+        c.connect(sock)
+        f = c.makefile("rwb")
+        times = []
+        for _ in range(runs):
+            cmd = {"execute": "guest-ssh-add-authorized-keys",
+                   "arguments": {"username": box.user, "keys": [box.keys.pub("a")], "reset": True}}
+            t0 = time.perf_counter()
+            f.write(json.dumps(cmd).encode() + b"\n")
+            f.flush()
+            answer = json.loads(f.readline())
+            times.append((time.perf_counter() - t0) * 1000)
+            assert "return" in answer, answer
+        c.close()
+        return idle, times
+    finally:
+        p.terminate()
+        p.wait()
+
+
+def main():
+    agent_exe, emulator = os.path.abspath(sys.argv[1]), os.path.abspath(sys.argv[2])
+    runs = int(sys.argv[3]) if len(sys.argv) > 3 else 30
+    sb.ensure_user()
+    box = sb.Sandbox("bench-daemon")
+    cp = ControlPlane(emulator)
+    agent = None
+    try:
+        reset_home(box, USER_LINE)
+        agent = Agent(box, agent_exe, cp)
+        agent.start()
+        t = call_to_result(box, cp, runs)
+        print(f"call-to-result (associate at the emulator -> result stored), {runs} runs: "
+              f"p50 {statistics.median(t):.1f} ms, p99 {pct(t, 99):.1f} ms")
+        time.sleep(1)
+        m = memory(agent.proc.pid)
+        print(f"kps-agent idle: Rss {m['Rss']} kB, Pss {m['Pss']} kB, Private {m['Private']} kB")
+        window = 20
+        before = switches(agent.proc.pid)
+        time.sleep(window)
+        woke = switches(agent.proc.pid) - before
+        print(f"kps-agent idle wake-ups: {woke} in {window} s ({woke * 60 / window:.1f}/min; long poll wait 5 s here)")
+        agent.stop()
+        r = exec_to_ready(agent_exe, agent.config)
+        print(f"exec to READY=1, {len(r)} runs: p50 {statistics.median(r):.1f} ms, max {max(r):.1f} ms")
+        q = qemu_ga(box, runs)
+        if q:
+            idle, times = q
+            print(f"qemu-ga idle: Rss {idle['Rss']} kB, Pss {idle['Pss']} kB, Private {idle['Private']} kB")
+            print(f"qemu-ga guest-ssh-add-authorized-keys, {runs} runs: p50 {statistics.median(times):.2f} ms, "
+                  f"p99 {pct(times, 99):.2f} ms (no proof, no probe, no sshd_config)")
+        else:
+            print("qemu-ga: not installed, no comparison")
+    finally:
+        if agent:
+            agent.stop()
+        cp.close()
+        box.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
