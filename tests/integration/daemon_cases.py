@@ -309,6 +309,10 @@ def sigkill_everything_mid_task(box, agent_exe, cp):
     t = cp.wait(tid, timeout=60)
     check(t["task_status"] == "FAILED_RESET", f"{t}")
     check(snapshot(box) == before, "the VM was not rolled back")
+    # The rollback reloads sshd; give its re-exec a moment.
+    deadline = time.time() + 5
+    while not (box.login_password() and not box.login_key("a")) and time.time() < deadline:
+        time.sleep(0.2)
     check(box.login_password() and not box.login_key("a"), "sshd not in the old state")
     time.sleep(1)
     check(cp.task(tid).get("result_posts") == 1, f"posted {cp.task(tid).get('result_posts')} times")
