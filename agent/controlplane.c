@@ -61,6 +61,7 @@ struct controlplane {
 	char *prefix;				/* the URL's path, no trailing slash */
 	char *server_id;
 	int poll_wait_s;
+	bool settled;				/* the first poll has answered or failed */
 	struct secret auth;			/* "Bearer <token>"; empty without a token */
 	struct journal journal;
 	bool journal_open;			/* journal needs journal_close */
@@ -391,6 +392,14 @@ static void poll_ok(struct controlplane *p, unsigned n)
 	slot_schedule(s, 0);
 }
 
+static void poll_settle(struct controlplane *p)
+{
+	if (p->settled)
+		return;
+	p->settled = true;
+	daemon_source_settled(p->d);
+}
+
 static void poll_done(struct evhttp_request *req, void *arg)
 {
 	struct cp_slot *s = arg;
@@ -400,11 +409,13 @@ static void poll_done(struct evhttp_request *req, void *arg)
 	s->req = NULL;
 	if (code == 204) {
 		poll_ok(p, 0);
+		poll_settle(p);
 		return;
 	}
 	if (code != 200) {
 		slot_describe(s, req, err, sizeof(err));
 		slot_failed(s, "polling for tasks failed", err);
+		poll_settle(p);
 		return;
 	}
 	_cleanup_(buf_wipe) struct buf body = { 0 };
@@ -414,6 +425,7 @@ static void poll_done(struct evhttp_request *req, void *arg)
 		r = poll_submit(p, body.data, body.len, &n);
 	if (r == 0) {
 		poll_ok(p, n);
+		poll_settle(p);
 		return;
 	}
 	if (r == -EBADMSG)
@@ -423,6 +435,7 @@ static void poll_done(struct evhttp_request *req, void *arg)
 	else
 		snprintf(err, sizeof(err), "%s", strerror(-r));
 	slot_failed(s, "polling for tasks failed", err);
+	poll_settle(p);
 }
 
 static void poll_run(evutil_socket_t fd, short what, void *arg)
@@ -431,7 +444,10 @@ static void poll_run(evutil_socket_t fd, short what, void *arg)
 	char uri[4096];
 	(void)fd;
 	(void)what;
-	snprintf(uri, sizeof(uri), "%s/v1/servers/%s/tasks?wait=%d", p->prefix, p->server_id, p->poll_wait_s);
+	/* The first poll does not wait: what is queued is picked up at once,
+	 * and the daemon tells systemd it is ready after applying it. */
+	snprintf(uri, sizeof(uri), "%s/v1/servers/%s/tasks?wait=%d", p->prefix, p->server_id,
+		 p->settled ? p->poll_wait_s : 0);
 	int r = slot_request(&p->poll, EVHTTP_REQ_GET, uri, NULL, 0, poll_done);
 	if (r < 0)
 		slot_failed(&p->poll, "cannot start polling", strerror(-r));

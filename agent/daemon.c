@@ -20,6 +20,7 @@
 #define WORKER_GRACE_S 10	/* past task_timeout before the worker is killed */
 #define STOP_GRACE_MS 5000	/* SIGTERM: how long the task in hand may finish */
 #define WORKER_OUTPUT_MAX (64 * 1024)
+#define READY_WAIT_S 60		/* READY=1 at the latest, whatever the control plane does */
 
 struct job {
 	struct job *next;
@@ -55,6 +56,9 @@ struct daemon {
 	struct channel *ch;
 	unsigned long applied, failed;
 	bool stopping;
+	bool ready;		/* READY=1 sent */
+	bool waiting_source;	/* READY=1 waits for the control plane's first poll */
+	struct event *ready_timer;
 };
 
 static void daemon_next(struct daemon *d);
@@ -302,6 +306,38 @@ static int worker_start(struct daemon *d, struct job *j)
 	return 0;
 }
 
+static void daemon_ready(struct daemon *d)
+{
+	if (d->ready)
+		return;
+	d->ready = true;
+	sd_notify(0, "READY=1");
+	daemon_status(d);
+}
+
+/* Ready once nothing that was waiting at boot is left to apply. */
+static void daemon_check_ready(struct daemon *d)
+{
+	if (!d->ready && !d->waiting_source && !d->worker.job && !d->head)
+		daemon_ready(d);
+}
+
+void daemon_source_settled(struct daemon *d)
+{
+	d->waiting_source = false;
+	daemon_check_ready(d);
+}
+
+static void on_ready_timer(evutil_socket_t fd, short what, void *arg)
+{
+	struct daemon *d = arg;
+	(void)fd;
+	(void)what;
+	if (!d->ready)
+		log_warnx("ready after %d s without the control plane's tasks applied", READY_WAIT_S);
+	daemon_ready(d);
+}
+
 static void daemon_next(struct daemon *d)
 {
 	while (!d->worker.job && d->head && !d->stopping) {
@@ -319,6 +355,7 @@ static void daemon_next(struct daemon *d)
 		worker_reap(d, true);
 		worker_failed(d, ERR_IO_ERROR, "the agent could not start a worker for this task");
 	}
+	daemon_check_ready(d);
 }
 
 static void daemon_sources_stop(struct daemon *d)
@@ -493,6 +530,7 @@ static void daemon_free(struct daemon *d)
 		event_freep(&d->signals[i]);
 	event_freep(&d->watchdog);
 	event_freep(&d->stop_timer);
+	event_freep(&d->ready_timer);
 	if (d->base)
 		event_base_free(d->base);
 	free(d->server_id);
@@ -512,8 +550,16 @@ int daemon_run(struct config *cfg, const char *config_path)
 		r = daemon_watchdog(&d);
 	if (r == 0 && daemon_recover(&d) < 0)
 		log_warnx("an interrupted task could not be rolled back fully; its backups are kept");
-	if (r == 0)
+	if (r == 0) {
+		d.waiting_source = d.cfg.url[0] != '\0';
 		daemon_sources_start(&d);
+		if (!d.cp)
+			d.waiting_source = false;
+		struct timeval limit = { READY_WAIT_S, 0 };
+		d.ready_timer = evtimer_new(d.base, on_ready_timer, &d);
+		if (!d.ready_timer || evtimer_add(d.ready_timer, &limit) < 0)
+			r = -ENOMEM;
+	}
 	if (r < 0) {
 		log_warnx("cannot start: %s", strerror(-r));
 		daemon_free(&d);
@@ -522,8 +568,7 @@ int daemon_run(struct config *cfg, const char *config_path)
 	log_info("running (server %s, control plane %s, socket %s, device %s)", d.server_id ? d.server_id : "unknown",
 		 d.cfg.url[0] ? d.cfg.url : "off", d.cfg.socket[0] ? d.cfg.socket : "off",
 		 d.cfg.device[0] ? d.cfg.device : "off");
-	sd_notify(0, "READY=1");
-	daemon_status(&d);
+	daemon_check_ready(&d);
 	event_base_dispatch(d.base);
 	log_info("stopped: %lu applied, %lu failed", d.applied, d.failed);
 	daemon_free(&d);

@@ -35,6 +35,11 @@ int daemon_submit(struct daemon *d, const char *text, size_t len, enum task_sour
  * its tasks still run. */
 void daemon_detach(struct daemon *d, void *arg);
 
+/* The control plane's first poll answered (its tasks are queued) or
+ * failed: once the queue is empty the daemon reports READY=1, so that the
+ * unit, ordered before sshd, lets logins in only after queued tasks. */
+void daemon_source_settled(struct daemon *d);
+
 /* Runs the daemon until SIGTERM; returns the exit code. Takes cfg over
  * (it is left empty); config_path is what SIGHUP reloads (NULL: the
  * default path). */

@@ -112,8 +112,11 @@ static int cmd_apply(const struct config *cfg, int argc, char **argv)
 	result_free(&res);
 	if (!json)
 		return 2;
-	printf("%s\n", json);
-	fflush(stdout);
+	/* The result is recorded; a caller that cannot read it gets exit 2. */
+	if (printf("%s\n", json) < 0 || fflush(stdout) != 0) {
+		fprintf(stderr, "kps-agent: cannot write the result: %s\n", strerror(errno));
+		return 2;
+	}
 	return r == 0 ? 0 : 1;
 }
 

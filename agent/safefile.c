@@ -353,10 +353,13 @@ static int write_all(int fd, const void *data, size_t len)
 	return 0;
 }
 
-/* Keeps the label a policy gave the old file; no label, no SELinux: fine. */
+/* Keeps the label a policy gave the old file; no label, no SELinux: fine.
+ * Only where SELinux is on: some kernels refuse the xattr otherwise. */
 static int copy_label(int dirfd, const char *name, int tmpfd)
 {
 	char label[256];
+	if (access("/sys/fs/selinux/enforce", F_OK) < 0)
+		return 0;
 	_cleanup_close_ int old = openat(dirfd, name, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
 	if (old < 0)
 		return 0;
