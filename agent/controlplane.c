@@ -383,8 +383,9 @@ static void poll_ok(struct controlplane *p, unsigned n)
 		log_info("control plane: %u task%s received", n, n == 1 ? "" : "s");
 	send_wake(p);
 	/* A server (or a proxy) that answers "nothing" without waiting would
-	 * otherwise have every agent of a fleet poll it in a tight loop. */
-	if (n == 0 && took < CP_EMPTY_POLL_MIN_MS) {
+	 * otherwise have every agent of a fleet poll it in a tight loop. The
+	 * first poll asks not to wait (poll_run): its quick answer is due. */
+	if (n == 0 && p->settled && took < CP_EMPTY_POLL_MIN_MS) {
 		log_debug("control plane: empty answer after %lld ms; polling again in 1 s", (long long)took);
 		slot_schedule(s, CP_EMPTY_POLL_MIN_MS);
 		return;

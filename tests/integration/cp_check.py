@@ -232,7 +232,10 @@ def poll_apply_post(box, agent_exe):
         for r in gets + posts:
             check(r["headers"].get("Authorization") == "Bearer " + TOKEN, f"token: {r['headers']}")
             check(r["headers"].get("Host") == f"127.0.0.1:{cp.port}", f"Host: {r['headers']}")
-        check(gets[0]["path"] == f"{PREFIX}/v1/servers/{box.server_id}/tasks?wait=2", gets[0]["path"])
+        # The first poll picks up what is queued without waiting; the long
+        # poll follows at once.
+        check(gets[0]["path"] == f"{PREFIX}/v1/servers/{box.server_id}/tasks?wait=0", gets[0]["path"])
+        check(gets[1]["path"] == f"{PREFIX}/v1/servers/{box.server_id}/tasks?wait=2", gets[1]["path"])
         check(posts[0]["path"] == f"{PREFIX}/v1/servers/{box.server_id}/tasks/{task['task_id']}/result",
               posts[0]["path"])
         check(posts[0]["headers"].get("Content-Type") == "application/json", f"{posts[0]['headers']}")
@@ -450,13 +453,15 @@ def idle_no_wakeups(box, agent_exe):
     cp = ControlPlane(box.server_id)
 
     def run(agent):
-        wait_for(lambda: cp.seen("GET"), 10, "a poll")
+        long_poll = lambda: [g for g in cp.seen("GET") if g["path"].endswith("?wait=30")]
+        wait_for(long_poll, 10, "a long poll")
         time.sleep(0.5)
         p = subprocess.run(["timeout", "-s", "INT", "4", "strace", "-qq", "-e", "trace=epoll_wait",
                             "-p", str(agent.proc.pid)], capture_output=True, text=True)
         calls = [l for l in p.stderr.splitlines() if l.startswith("epoll_wait")]
         check(len(calls) <= 1, "the idle agent woke up: " + "\n".join(calls[:10]))
-        check(len(cp.seen("GET")) == 1, f"{len(cp.seen('GET'))} polls while idle")
+        check(len(long_poll()) == 1, f"{len(long_poll())} long polls while idle")
+        check(len(cp.seen("GET")) == 2, f"{len(cp.seen('GET'))} polls while idle")
 
     with_agent(box, agent_exe, cp, run, poll_wait=30)
 
