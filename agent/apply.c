@@ -175,14 +175,26 @@ static int back_up_file(struct apply *a, const struct plan_file *f, bool sshd_co
 		.len = f->old_len,
 		.dir_created = f->dir_missing,
 		.sshd_config = sshd_config,
+		.ours = sshd_config ? NULL : malloc(f->new_len + 1),
+		.ours_len = sshd_config ? 0 : f->new_len,
 	};
-	if (!b.path || !b.home || !b.data || backup_add(&a->backup, &b) < 0) {
+	if (!b.path || !b.home || !b.data || (!sshd_config && !b.ours)) {
 		free(b.path);
 		free(b.home);
 		free(b.data);
+		free(b.ours);
 		return -ENOMEM;
 	}
 	memcpy(b.data, f->old, f->old_len);
+	if (b.ours)
+		memcpy(b.ours, f->new, f->new_len);
+	if (backup_add(&a->backup, &b) < 0) {
+		free(b.path);
+		free(b.home);
+		free(b.data);
+		free(b.ours);
+		return -ENOMEM;
+	}
 	return 0;
 }
 
@@ -223,11 +235,31 @@ static int write_file(const char *path, uid_t walk_uid, gid_t walk_gid, const ch
 	return r;
 }
 
+/* A rollback restores only what the task wrote: a file it never wrote may
+ * hold someone else's newer lines. */
+static void mark_written(struct apply *a, const char *path)
+{
+	for (size_t i = 0; i < a->backup.n; i++)
+		if (streq(a->backup.files[i].path, path))
+			a->backup.files[i].written = true;
+}
+
+/* safefile_replace refreshes the expected stat once its rename went
+ * through: from then on the file is the task's, even when the directory
+ * fsync after it failed. */
+static bool swapped_in(const struct safefile_stat *before, const struct safefile_stat *after)
+{
+	return before->exists != after->exists || before->ino != after->ino || before->dev != after->dev;
+}
+
 static int write_plan_file(struct apply *a, struct plan_file *f, const char *data, size_t len)
 {
 	char msg[256] = "";
+	struct safefile_stat before = f->st;
 	int r = write_file(f->path, f->walk_uid, f->walk_gid, f->home, f->dir_missing, data, len, f->uid, f->gid,
 			   f->mode, &f->st, msg, sizeof(msg));
+	if (swapped_in(&before, &f->st) || f->dir_missing)
+		mark_written(a, f->path);
 	if (r == -EAGAIN)
 		return result_fail(a->res, ERR_IO_ERROR, "%s changed while the agent was writing it", f->path);
 	if (r < 0)
@@ -289,14 +321,21 @@ static int replan_keys(struct apply *a)
 		if (f->sshd_config || !streq(f->path, p->keys.path))
 			continue;
 		char *data = malloc(p->keys.old_len + 1);
-		if (!data)
+		char *ours = malloc(p->keys.new_len + 1);
+		if (!data || !ours) {
+			free(data);
+			free(ours);
 			return result_fail(a->res, ERR_IO_ERROR, "out of memory");
+		}
 		memcpy(data, p->keys.old, p->keys.old_len);
+		memcpy(ours, p->keys.new, p->keys.new_len);
 		free(f->data);
+		free(f->ours);
 		*f = (struct backup_file){ .path = f->path, .home = f->home, .walk_uid = f->walk_uid,
 					   .walk_gid = f->walk_gid, .existed = p->keys.st.exists, .uid = p->keys.st.uid,
 					   .gid = p->keys.st.gid, .mode = p->keys.st.mode, .data = data,
-					   .len = p->keys.old_len, .dir_created = f->dir_created };
+					   .len = p->keys.old_len, .dir_created = f->dir_created, .ours = ours,
+					   .ours_len = p->keys.new_len };
 	}
 	int r = journal_backup_write(a->j, &a->backup);
 	return r < 0 ? result_fail(a->res, ERR_IO_ERROR, "cannot write backups: %s", strerror(-r)) : 0;
@@ -307,9 +346,12 @@ static int write_keys(struct apply *a)
 	struct plan *p = &a->plan;
 	for (int attempt = 0;; attempt++) {
 		char msg[256] = "";
+		struct safefile_stat before = p->keys.st;
 		int r = write_file(p->keys.path, p->keys.walk_uid, p->keys.walk_gid, p->keys.home, p->keys.dir_missing,
 				   p->keys.new, p->keys.new_len, p->keys.uid, p->keys.gid, p->keys.mode, &p->keys.st, msg,
 				   sizeof(msg));
+		if (swapped_in(&before, &p->keys.st) || p->keys.dir_missing)
+			mark_written(a, p->keys.path);
 		if (r != -EAGAIN)
 			return r < 0 ? result_fail(a->res, safefile_error_is_unsafe(r) ? ERR_UNSAFE_PATH : ERR_IO_ERROR,
 						   "cannot write %s: %s", p->keys.path, msg[0] ? msg : strerror(-r))
@@ -411,6 +453,152 @@ static int remove_file(const struct backup_file *f, const char *home, char *msg,
 	return r == -ENOENT ? 0 : r;
 }
 
+/* The lines of a file, hashed, for the three-way undo below. */
+struct lines {
+	struct line {
+		const char *p;
+		size_t n;
+		uint64_t h;
+	} *v;
+	size_t n;
+	size_t *slot;	/* open addressing: index + 1, 0 empty */
+	size_t mask;
+};
+
+static uint64_t line_hash(const char *p, size_t n)
+{
+	uint64_t h = 1469598103934665603ULL;	/* FNV-1a */
+	for (size_t i = 0; i < n; i++)
+		h = (h ^ (unsigned char)p[i]) * 1099511628211ULL;
+	return h;
+}
+
+static void lines_free(struct lines *l)
+{
+	free(l->v);
+	free(l->slot);
+}
+
+static int lines_split(const char *text, size_t len, struct lines *l)
+{
+	size_t n = 0, cap = 1;
+	*l = (struct lines){ 0 };
+	for (size_t i = 0; i < len; i++)
+		cap += text[i] == '\n';
+	l->v = calloc(cap, sizeof(*l->v));
+	size_t size = 2;
+	while (size < 2 * cap)
+		size *= 2;
+	l->slot = calloc(size, sizeof(*l->slot));
+	if (!l->v || !l->slot)
+		return -ENOMEM;
+	l->mask = size - 1;
+	for (const char *p = text, *end = text + len; p < end;) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t ln = nl ? (size_t)(nl - p) : (size_t)(end - p);
+		l->v[n] = (struct line){ .p = p, .n = ln, .h = line_hash(p, ln) };
+		size_t k = l->v[n].h & l->mask;
+		while (l->slot[k])
+			k = (k + 1) & l->mask;
+		l->slot[k] = ++n;
+		p += ln + 1;
+	}
+	l->n = n;
+	return 0;
+}
+
+static bool lines_has(const struct lines *l, const struct line *x)
+{
+	for (size_t k = x->h & l->mask; l->slot[k]; k = (k + 1) & l->mask) {
+		const struct line *y = &l->v[l->slot[k] - 1];
+		if (y->h == x->h && y->n == x->n && memcmp(y->p, x->p, x->n) == 0)
+			return true;
+	}
+	return false;
+}
+
+static int emit_line(struct buf *out, const struct line *x)
+{
+	int r = buf_append(out, x->p, x->n);
+	return r < 0 ? r : buf_append(out, "\n", 1);
+}
+
+/* Someone wrote the key file after the task did (theirs). The task's edit
+ * is undone on their file: the lines the task added go, the lines it took
+ * out come back at the end, every other line stays where it is. */
+static int undo_edit(const char *base, size_t base_len, const char *ours, size_t ours_len, const char *theirs,
+		     size_t theirs_len, struct buf *out)
+{
+	struct lines b, o, t;
+	int r = lines_split(base, base_len, &b);
+	int r2 = lines_split(ours, ours_len, &o);
+	int r3 = lines_split(theirs, theirs_len, &t);
+	if (r == 0)
+		r = r2 < 0 ? r2 : r3;
+	for (size_t i = 0; r == 0 && i < t.n; i++)
+		if (!lines_has(&o, &t.v[i]) || lines_has(&b, &t.v[i]))
+			r = emit_line(out, &t.v[i]);
+	for (size_t i = 0; r == 0 && i < b.n; i++)
+		if (!lines_has(&o, &b.v[i]) && !lines_has(&t, &b.v[i]))
+			r = emit_line(out, &b.v[i]);
+	lines_free(&b);
+	lines_free(&o);
+	lines_free(&t);
+	return r;
+}
+
+static bool same_text(const char *a, size_t a_len, const char *b, size_t b_len)
+{
+	return a_len == b_len && memcmp(a, b, a_len) == 0;
+}
+
+/* The key file goes back to its backup while it holds what the task wrote.
+ * Once someone else wrote it, the task's edit alone is undone on their
+ * file; if it still holds the backup, the task never wrote it. The same
+ * after a crash: the manifest holds both texts. A write that races the
+ * rollback (-EAGAIN from safefile_replace) makes it read the file again. */
+static int restore_keys(const struct backup_file *f, const char *home, char *msg, size_t msglen)
+{
+	_cleanup_free_ char *dir = strdup(f->path);
+	char *slash = dir ? strrchr(dir, '/') : NULL;
+	if (!slash)
+		return -ENOMEM;
+	*slash = '\0';
+	const char *name = slash + 1;
+	int r = -EAGAIN;
+	for (int attempt = 0; r == -EAGAIN && attempt < KEYS_RETRIES; attempt++) {
+		_cleanup_free_ char *text = NULL;
+		_cleanup_buf_ struct buf out = { 0 };
+		size_t len = 0;
+		struct safefile_dir d;
+		struct safefile_stat st;
+		r = safefile_open_dir(dir[0] ? dir : "/", f->walk_uid, f->walk_gid, home, false, &d, msg, msglen);
+		if (r == -ENOENT)	/* never created, or removed since: nothing of the task's is left */
+			return 0;
+		if (r < 0)
+			return r;
+		r = safefile_read(&d, name, PLAN_KEYS_MAX, &text, &len, &st, msg, msglen);
+		bool ours = r == 0 && st.exists && same_text(text, len, f->ours, f->ours_len);
+		bool theirs = r == 0 && st.exists && !ours && !(f->existed && same_text(text, len, f->data, f->len));
+		if (theirs)
+			r = undo_edit(f->data, f->len, f->ours, f->ours_len, text, len, &out);
+		if (theirs && r == 0 && !same_text(text, len, out.data ? out.data : "", out.len))
+			r = safefile_replace(&d, name, out.data ? out.data : "", out.len, st.uid, st.gid, st.mode, &st,
+					     NULL);
+		else if (ours && f->existed)
+			r = safefile_replace(&d, name, f->data, f->len, f->uid, f->gid, f->mode, &st, NULL);
+		else if (ours)
+			r = safefile_remove(&d, name);
+		if (r == 0 && (ours || !st.exists) && !f->existed && f->dir_created)
+			safefile_remove_dir(&d);	/* only when empty */
+		safefile_close_dir(&d);
+		if (r == 0 && theirs)
+			log_warnx("rollback: %s changed after the agent wrote it; the task's edit was undone on the "
+				  "newer file", f->path);
+	}
+	return r;
+}
+
 /* Puts every backed-up file back as it was. Returns the number of files
  * that could not be restored. */
 static int restore_files(const struct backup *b, bool *sshd_touched)
@@ -421,7 +609,11 @@ static int restore_files(const struct backup *b, bool *sshd_touched)
 		char msg[256] = "";
 		const char *home = f->home[0] ? f->home : NULL;
 		int r;
-		if (f->existed)
+		if (!f->written && f->sshd_config)	/* a key file tells by its text */
+			continue;
+		if (!f->sshd_config)
+			r = restore_keys(f, home, msg, sizeof(msg));
+		else if (f->existed)
 			r = write_file(f->path, f->walk_uid, f->walk_gid, home, false, f->data, f->len, f->uid,
 				       f->gid, f->mode, NULL, msg, sizeof(msg));
 		else
@@ -457,6 +649,22 @@ static void rollback(struct apply *a)
 		return;
 	}
 	journal_backup_clear(a->j);
+}
+
+/* The commit point is the recorded result: from there a crash keeps the
+ * change (recovery sees the result), before it a crash rolls it back. */
+static int commit(struct apply *a)
+{
+	int r = journal_record(a->j, a->res);
+	if (r < 0) {
+		result_fail(a->res, ERR_IO_ERROR, "cannot record the result (%s); the change was rolled back",
+			    strerror(-r));
+		rollback(a);
+		return -1;
+	}
+	if (journal_backup_clear(a->j) < 0)
+		log_warnx("task %s: cannot drop its backups; the next start sees it committed", a->task->id);
+	return 0;
 }
 
 static void warn_no_password(struct apply *a)
@@ -536,7 +744,7 @@ int apply_task(const struct config *cfg, struct journal *j, const struct task *t
 		if (r < 0)
 			rollback(&a);
 		else if (a.backed_up)
-			journal_backup_clear(j);
+			r = commit(&a);
 	}
 	if (r == 0)
 		warn_no_password(&a);
@@ -573,6 +781,16 @@ int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, e
 		log_warnx("cannot read the backups of an interrupted task: %s", strerror(-r));
 		return r;
 	}
+	struct result old;
+	result_init(&old);
+	if (journal_lookup(j, b.task_id, &old) == 0 && old.code == ERR_NONE) {
+		/* Its SUCCESS was recorded: committed, only the backups were left. */
+		log_info("task %s had committed; dropping its backups", b.task_id);
+		result_free(&old);
+		backup_free(&b);
+		return journal_backup_clear(j);
+	}
+	result_free(&old);
 	bool sshd_touched = false;
 	int failed = restore_files(&b, &sshd_touched);
 	if (sshd_touched) {
@@ -592,7 +810,6 @@ int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, e
 	snprintf(res.task_id, sizeof(res.task_id), "%s", b.task_id);
 	result_set_server_id(&res, b.server_id ? b.server_id : "");
 	result_fail(&res, code, "%s", msg);
-	struct result old;
 	result_init(&old);
 	if (failed == 0 && journal_lookup(j, b.task_id, &old) == -ENOENT) {
 		journal_record(j, &res);

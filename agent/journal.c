@@ -254,7 +254,8 @@ static cJSON *file_to_json(const struct backup_file *f)
 		  cJSON_AddBoolToObject(o, "existed", f->existed) && cJSON_AddNumberToObject(o, "uid", f->uid) &&
 		  cJSON_AddNumberToObject(o, "gid", f->gid) && cJSON_AddNumberToObject(o, "mode", f->mode) &&
 		  cJSON_AddNumberToObject(o, "len", (double)f->len) && cJSON_AddBoolToObject(o, "dir_created", f->dir_created) &&
-		  cJSON_AddBoolToObject(o, "sshd_config", f->sshd_config);
+		  cJSON_AddBoolToObject(o, "sshd_config", f->sshd_config) &&
+		  cJSON_AddNumberToObject(o, "ours_len", (double)f->ours_len);
 	if (!ok) {
 		cJSON_Delete(o);
 		return NULL;
@@ -279,8 +280,11 @@ int journal_backup_write(struct journal *j, const struct backup *b)
 	_cleanup_free_ char *head = cJSON_PrintUnformatted(root);
 	_cleanup_buf_ struct buf out = { 0 };
 	int r = head ? buf_printf(&out, "%s\n", head) : -ENOMEM;
-	for (size_t i = 0; r == 0 && i < b->n; i++)
+	for (size_t i = 0; r == 0 && i < b->n; i++) {
 		r = buf_append(&out, b->files[i].data, b->files[i].len);
+		if (r == 0 && b->files[i].ours_len)
+			r = buf_append(&out, b->files[i].ours, b->files[i].ours_len);
+	}
 	if (r < 0)
 		return r;
 	return safefile_replace(&j->dir, MANIFEST, out.data, out.len, 0, 0, 0600, NULL, NULL);
@@ -300,10 +304,12 @@ static int json_to_file(const cJSON *o, struct backup_file *f)
 	const cJSON *path = cJSON_GetObjectItemCaseSensitive(o, "path");
 	const cJSON *home = cJSON_GetObjectItemCaseSensitive(o, "home");
 	const cJSON *len = cJSON_GetObjectItemCaseSensitive(o, "len");
+	const cJSON *ours_len = cJSON_GetObjectItemCaseSensitive(o, "ours_len");
 	unsigned walk_uid, walk_gid, uid, gid, mode;
 	*f = (struct backup_file){ 0 };
 	if (!cJSON_IsString(path) || !cJSON_IsString(home) || !cJSON_IsNumber(len) || len->valuedouble < 0 ||
-	    len->valuedouble > MANIFEST_MAX)
+	    len->valuedouble > MANIFEST_MAX || !cJSON_IsNumber(ours_len) || ours_len->valuedouble < 0 ||
+	    ours_len->valuedouble > MANIFEST_MAX)
 		return -EBADMSG;
 	if (json_uint(o, "walk_uid", &walk_uid) < 0 || json_uint(o, "walk_gid", &walk_gid) < 0 ||
 	    json_uint(o, "uid", &uid) < 0 || json_uint(o, "gid", &gid) < 0 || json_uint(o, "mode", &mode) < 0)
@@ -315,8 +321,10 @@ static int json_to_file(const cJSON *o, struct backup_file *f)
 		.existed = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "existed")),
 		.dir_created = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "dir_created")),
 		.sshd_config = cJSON_IsTrue(cJSON_GetObjectItemCaseSensitive(o, "sshd_config")),
+		.written = true,
 	};
 	f->len = (size_t)len->valuedouble;
+	f->ours_len = (size_t)ours_len->valuedouble;
 	return f->path && f->home ? 0 : -ENOMEM;
 }
 
@@ -349,20 +357,24 @@ int journal_backup_read(struct journal *j, struct backup *b)
 	cJSON_ArrayForEach(o, files) {
 		struct backup_file f;
 		r = json_to_file(o, &f);
-		if (r == 0 && f.len > (size_t)(end - data))
+		if (r == 0 && (f.len > (size_t)(end - data) || f.ours_len > (size_t)(end - data) - f.len))
 			r = -EBADMSG;
-		if (r == 0 && !(f.data = malloc(f.len + 1)))
+		if (r == 0 && (!(f.data = malloc(f.len + 1)) || !(f.ours = malloc(f.ours_len + 1))))
 			r = -ENOMEM;
 		if (r == 0) {
 			memcpy(f.data, data, f.len);
 			f.data[f.len] = '\0';
 			data += f.len;
+			memcpy(f.ours, data, f.ours_len);
+			f.ours[f.ours_len] = '\0';
+			data += f.ours_len;
 			r = backup_add(b, &f);
 		}
 		if (r < 0) {
 			free(f.path);
 			free(f.home);
 			free(f.data);
+			free(f.ours);
 			return r;
 		}
 	}
@@ -391,6 +403,7 @@ void backup_free(struct backup *b)
 		free(b->files[i].path);
 		free(b->files[i].home);
 		free(b->files[i].data);
+		free(b->files[i].ours);
 	}
 	free(b->files);
 	free(b->server_id);

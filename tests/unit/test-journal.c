@@ -93,7 +93,8 @@ static void test_backup_round_trip(void **s)
 	b.server_id = strdup("vm-9");
 	struct backup_file f1 = { .path = strdup("/home/u/.ssh/authorized_keys"), .walk_uid = 1000, .walk_gid = 1000,
 				  .home = strdup("/home/u"), .existed = true, .uid = 1000, .gid = 1000,
-				  .mode = 0600, .data = malloc(14), .len = 14 };
+				  .mode = 0600, .data = malloc(14), .len = 14, .ours = strdup("line\nkey\n"),
+				  .ours_len = 9 };
 	memcpy(f1.data, "line\0with nul\n", 14);
 	struct backup_file f2 = { .path = strdup("/etc/ssh/sshd_config"), .home = strdup(""), .existed = false,
 				  .data = strdup(""), .len = 0, .dir_created = true, .sshd_config = true };
@@ -107,6 +108,10 @@ static void test_backup_round_trip(void **s)
 	assert_string_equal(got.files[0].path, "/home/u/.ssh/authorized_keys");
 	assert_int_equal(got.files[0].len, 14);
 	assert_memory_equal(got.files[0].data, "line\0with nul\n", 14);
+	assert_int_equal(got.files[0].ours_len, 9);
+	assert_memory_equal(got.files[0].ours, "line\nkey\n", 9);
+	assert_int_equal(got.files[1].ours_len, 0);
+	assert_int_equal(got.files[1].len, 0);
 	assert_int_equal(got.files[0].mode, 0600);
 	assert_int_equal(got.files[0].walk_uid, 1000);
 	assert_true(got.files[0].existed);
