@@ -128,7 +128,7 @@ int daemon_submit(struct daemon *d, const char *text, size_t len, enum task_sour
 	return 0;
 }
 
-void daemon_detach(struct daemon *d, void *arg)
+void daemon_detach(struct daemon *d, const void *arg)
 {
 	for (struct job *j = d->head; j; j = j->next)
 		if (j->arg == arg)

@@ -33,7 +33,7 @@ int daemon_submit(struct daemon *d, const char *text, size_t len, enum task_sour
 
 /* Forgets every pending callback carrying arg (a client that went away);
  * its tasks still run. */
-void daemon_detach(struct daemon *d, void *arg);
+void daemon_detach(struct daemon *d, const void *arg);
 
 /* The control plane's first poll answered (its tasks are queued) or
  * failed: once the queue is empty the daemon reports READY=1, so that the

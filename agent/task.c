@@ -314,7 +314,7 @@ static void text_wipep(char **s)
 static const char *echo(const char *s, char buf[static ECHO_BUF])
 {
 	size_t i = 0;
-	for (; s[i] && i < ECHO_MAX; i++) {
+	for (; i < ECHO_MAX && s[i]; i++) {
 		unsigned char c = (unsigned char)s[i];
 		buf[i] = c >= 0x20 && c < 0x7f ? (char)c : '?';
 	}
@@ -455,12 +455,13 @@ static int json_find_duplicate(const cJSON *item, const char **dup)
 static int task_check_duplicates(const cJSON *root, struct result *res)
 {
 	const char *dup = NULL;
-	char e[ECHO_BUF];
 	int r = json_find_duplicate(root, &dup);
 	if (r < 0)
 		return oom(res);
-	if (r > 0)
+	if (r > 0) {
+		char e[ECHO_BUF];
 		return invalid(res, "field \"%s\" appears twice", echo(dup, e));
+	}
 	return 0;
 }
 
