@@ -16,6 +16,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "channel.h"
+#include "framing.h"
 #include "log.h"
 
 #define CHANNEL_CLIENTS_MAX 64
@@ -45,7 +46,7 @@ struct channel_client {
 	struct bufferevent *bev;
 	struct channel_slot *head, *tail;	/* in the order the lines came */
 	size_t nslots;
-	bool discarding;	/* inside a line too long to take */
+	struct framer framer;
 	bool paused;
 	bool eof;		/* a socket client half-closed: answer, then close */
 	bool device;
@@ -232,26 +233,12 @@ static int channel_client_submit(struct channel_client *cl, const char *line, si
 	return 0;
 }
 
-/* One line of n bytes at the head of input, its newline included unless
- * it is what a half-closed client left last. */
-static int channel_client_line(struct channel_client *cl, struct evbuffer *in, size_t n)
+/* One line at the head of input: its task is the first len of n bytes. */
+static int channel_client_line(struct channel_client *cl, struct evbuffer *in, size_t n, size_t len)
 {
 	char *line = cl->c->line;
-	if (n > CHANNEL_LINE_MAX) {
-		channel_take(in, NULL, n);
-		return channel_client_too_long(cl);
-	}
 	channel_take(in, line, n);
-	size_t len = n;
-	if (line[len - 1] == '\n')
-		len--;
-	if (len > 0 && line[len - 1] == '\r')
-		len--;
-	int r = 0;
-	if (len > (size_t)TASK_MAX_BYTES)
-		r = channel_client_too_long(cl);
-	else if (len > 0)
-		r = channel_client_submit(cl, line, len);
+	int r = channel_client_submit(cl, line, len);
 	explicit_bzero(line, n);
 	return r;
 }
@@ -262,29 +249,32 @@ static int channel_client_lines(struct channel_client *cl)
 	struct evbuffer *in = bufferevent_get_input(cl->bev);
 	while (!channel_client_full(cl)) {
 		size_t avail = evbuffer_get_length(in);
-		if (avail == 0)
-			return 0;
 		struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
-		if (cl->discarding) {
-			channel_take(in, NULL, eol.pos < 0 ? avail : (size_t)eol.pos + 1);
-			cl->discarding = eol.pos < 0;
-			continue;
-		}
-		if (eol.pos >= 0) {
-			int r = channel_client_line(cl, in, (size_t)eol.pos + 1);
-			if (r < 0)
-				return r;
-			continue;
-		}
-		if (cl->eof && avail < CHANNEL_LINE_MAX)
-			return channel_client_line(cl, in, avail);
-		/* No newline yet: answer an over-long line now, drop the rest
-		 * of it as it comes. */
-		if (avail < CHANNEL_LINE_MAX)
+		/* The framer reads the last bytes ("\r\n") of a line it takes,
+		 * which fits in CHANNEL_LINE_MAX. */
+		size_t head = eol.pos >= 0 ? (size_t)eol.pos + 1 : avail;
+		if (head > CHANNEL_LINE_MAX)
+			head = CHANNEL_LINE_MAX;
+		const char *p = head ? (const char *)evbuffer_pullup(in, (ev_ssize_t)head) : "";
+		if (!p)
+			return -ENOMEM;
+		struct frame f = framer_next(&cl->framer, p, avail, eol.pos, cl->eof);
+		int r = 0;
+		switch (f.kind) {
+		case FRAME_NEED_MORE:
 			return 0;
-		channel_take(in, NULL, avail);
-		cl->discarding = true;
-		int r = channel_client_too_long(cl);
+		case FRAME_LINE:
+			r = channel_client_line(cl, in, f.take, f.len);
+			break;
+		case FRAME_TOO_LONG:
+			channel_take(in, NULL, f.take);
+			r = channel_client_too_long(cl);
+			break;
+		case FRAME_EMPTY:
+		case FRAME_SKIP:
+			channel_take(in, NULL, f.take);
+			break;
+		}
 		if (r < 0)
 			return r;
 	}
@@ -382,7 +372,8 @@ static int channel_client_new(struct channel *c, int fd, bool device, const char
 			close(fd);
 		return -ENOMEM;
 	}
-	*cl = (struct channel_client){ .next = c->clients, .c = c, .bev = bev, .device = device };
+	*cl = (struct channel_client){ .next = c->clients, .c = c, .bev = bev, .device = device,
+				       .framer = { .line_max = CHANNEL_LINE_MAX } };
 	snprintf(cl->name, sizeof(cl->name), "%s", name);
 	bufferevent_setcb(bev, channel_client_read, channel_client_written, channel_client_event, cl);
 	bufferevent_setwatermark(bev, EV_WRITE, CHANNEL_OUTPUT_MAX / 2, 0);

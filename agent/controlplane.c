@@ -17,6 +17,7 @@
 #include <openssl/x509v3.h>
 
 #include "controlplane.h"
+#include "framing.h"
 #include "journal.h"
 #include "log.h"
 #include "version.h"
@@ -330,34 +331,33 @@ static void controlplane_task_done(const struct result *res, const char *json, v
 
 /* Hands each task of {"tasks": [...]} to the daemon. Every text made here
  * is wiped; cJSON's own frees are wiped by the process-wide hook. */
+struct poll_batch {
+	struct controlplane *p;
+	unsigned n;
+};
+
+static int poll_submit_one(const char *text, size_t len, unsigned index, void *arg)
+{
+	struct poll_batch *b = arg;
+	if (!text) {
+		log_warnx("control plane: element %u of \"tasks\" is not an object; skipped", index);
+		return 0;
+	}
+	/* Queue full: the rest stays with the control plane, which delivers
+	 * again what has no result. */
+	int r = daemon_submit(b->p->d, text, len, SOURCE_CONTROL_PLANE, controlplane_task_done, b->p);
+	if (r < 0)
+		return r;
+	b->n++;
+	return 0;
+}
+
 static int poll_submit(struct controlplane *p, const char *body, size_t len, unsigned *n)
 {
-	_cleanup_cjson_ cJSON *root = cJSON_ParseWithLength(body, len);
-	cJSON *tasks = cJSON_GetObjectItemCaseSensitive(root, "tasks");
-	if (!cJSON_IsObject(root) || !cJSON_IsArray(tasks))
-		return -EBADMSG;
-	unsigned i = 0;
-	const cJSON *t;
-	cJSON_ArrayForEach(t, tasks) {
-		i++;
-		if (!cJSON_IsObject(t)) {
-			log_warnx("control plane: element %u of \"tasks\" is not an object; skipped", i);
-			continue;
-		}
-		char *text = cJSON_PrintUnformatted(t);
-		if (!text)
-			return -ENOMEM;
-		size_t tlen = strlen(text);
-		int r = daemon_submit(p->d, text, tlen, SOURCE_CONTROL_PLANE, controlplane_task_done, p);
-		explicit_bzero(text, tlen);
-		cJSON_free(text);
-		/* Queue full: the rest stays with the control plane, which
-		 * delivers again what has no result. */
-		if (r < 0)
-			return r;
-		(*n)++;
-	}
-	return 0;
+	struct poll_batch b = { .p = p };
+	int r = tasklist_parse(body, len, poll_submit_one, &b);
+	*n = b.n;
+	return r;
 }
 
 /* Results whose task finished under an earlier poller (SIGHUP) or that the

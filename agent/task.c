@@ -866,3 +866,9 @@ int task_parse(const char *text, size_t len, struct task *task, struct result *r
 	t = (struct task){ .disable_password = -1 };
 	return 0;
 }
+
+void task_json_wipe_delete(struct cJSON *root)
+{
+	json_wipe(root);
+	cJSON_Delete(root);
+}

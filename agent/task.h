@@ -94,3 +94,7 @@ int result_set_server_id(struct result *res, const char *server_id);
 char *result_to_json(const struct result *res);
 int result_from_json(const char *text, size_t len, struct result *res);
 void result_free(struct result *res);
+
+struct cJSON;
+/* Wipes every string of a JSON tree that may hold a task, then frees it. */
+void task_json_wipe_delete(struct cJSON *root);

@@ -22,8 +22,9 @@ case $seconds in '' | *[!0-9]*) usage ;; esac
 here=$(cd "$(dirname "$0")" && pwd)
 
 # target:max_len. Tasks are at most 64 KiB; the editors' texts are lines,
-# and 16 KiB of them is plenty to reach every branch.
-targets="task:65536 authkeys:16384 sshdconf:16384"
+# and 16 KiB of them is plenty to reach every branch; the framer's limits
+# are scaled down by its input, and 4 KiB crosses them many times over.
+targets="task:65536 authkeys:16384 sshdconf:16384 framing:4096 tasklist:65536"
 
 work=$(mktemp -d) || exit 2
 trap 'rm -rf "$work"' EXIT INT TERM

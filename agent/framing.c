@@ -1,0 +1,76 @@
+/* The local channel's line framing and the control plane's task list. */
+#include <cjson/cJSON.h>
+#include <string.h>
+
+#include "framing.h"
+#include "task.h"
+#include "util.h"
+
+static struct frame line_frame(const struct framer *f, const char *head, size_t n)
+{
+	size_t len = n;
+	if (n > f->line_max)
+		return (struct frame){ .kind = FRAME_TOO_LONG, .take = n };
+	if (len > 0 && head[len - 1] == '\n')
+		len--;
+	if (len > 0 && head[len - 1] == '\r')
+		len--;
+	if (len + 2 > f->line_max)
+		return (struct frame){ .kind = FRAME_TOO_LONG, .take = n };
+	return (struct frame){ .kind = len ? FRAME_LINE : FRAME_EMPTY, .take = n, .len = len };
+}
+
+struct frame framer_next(struct framer *f, const char *head, size_t avail, ssize_t eol, bool eof)
+{
+	if (avail == 0)
+		return (struct frame){ .kind = FRAME_NEED_MORE };
+	if (f->discarding) {
+		f->discarding = eol < 0;
+		return (struct frame){ .kind = FRAME_SKIP, .take = eol < 0 ? avail : (size_t)eol + 1 };
+	}
+	if (eol >= 0)
+		return line_frame(f, head, (size_t)eol + 1);
+	if (eof && avail < f->line_max)
+		return line_frame(f, head, avail);
+	if (avail < f->line_max)
+		return (struct frame){ .kind = FRAME_NEED_MORE };
+	/* No newline in a whole line's worth: answer now, drop the rest of
+	 * the line as it comes. */
+	f->discarding = !eof;
+	return (struct frame){ .kind = FRAME_TOO_LONG, .take = avail };
+}
+
+/* The answer carries tasks, and tasks may carry a password. */
+static void wipe_deletep(cJSON **root)
+{
+	task_json_wipe_delete(*root);
+}
+
+int tasklist_parse(const char *body, size_t len,
+		   int (*each)(const char *text, size_t text_len, unsigned index, void *arg), void *arg)
+{
+	_cleanup_(wipe_deletep) cJSON *root = cJSON_ParseWithLength(body, len);
+	const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(root, "tasks");
+	if (!cJSON_IsObject(root) || !cJSON_IsArray(tasks))
+		return -EBADMSG;
+	unsigned i = 0;
+	const cJSON *t;
+	cJSON_ArrayForEach(t, tasks) {
+		int r;
+		i++;
+		if (!cJSON_IsObject(t)) {
+			r = each(NULL, 0, i, arg);
+		} else {
+			char *text = cJSON_PrintUnformatted(t);
+			if (!text)
+				return -ENOMEM;
+			size_t tlen = strlen(text);
+			r = each(text, tlen, i, arg);
+			explicit_bzero(text, tlen);
+			cJSON_free(text);
+		}
+		if (r < 0)
+			return r;
+	}
+	return 0;
+}
