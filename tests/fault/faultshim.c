@@ -171,86 +171,57 @@ static int open_step(const char *fn, int dirfd, const char *path, int flags)
 	return step(fn, detail);
 }
 
-EXPORT int open(const char *path, int flags, ...)
-{
-	va_list ap;
-	va_start(ap, flags);
-	mode_t mode = mode_arg(flags, ap);
-	va_end(ap);
-	REAL(int, open, const char *, int, ...);
-	if (open_step("open", AT_FDCWD, path, flags) < 0)
-		return -1;
-	return real_open(path, flags, mode);
-}
+/* The open family: one body per shape, one exported symbol per name (the
+ * 64 variants and the _FORTIFY_SOURCE ones, flags without O_CREAT only). */
+#define WRAP_OPEN(fn, step_name)                                              \
+	EXPORT int fn(const char *path, int flags, ...)                        \
+	{                                                                      \
+		va_list ap;                                                    \
+		va_start(ap, flags);                                           \
+		mode_t mode = mode_arg(flags, ap);                             \
+		va_end(ap);                                                    \
+		REAL(int, fn, const char *, int, ...);                         \
+		if (open_step(step_name, AT_FDCWD, path, flags) < 0)           \
+			return -1;                                             \
+		return real_##fn(path, flags, mode);                           \
+	}
+#define WRAP_OPENAT(fn, step_name)                                            \
+	EXPORT int fn(int dirfd, const char *path, int flags, ...)             \
+	{                                                                      \
+		va_list ap;                                                    \
+		va_start(ap, flags);                                           \
+		mode_t mode = mode_arg(flags, ap);                             \
+		va_end(ap);                                                    \
+		REAL(int, fn, int, const char *, int, ...);                    \
+		if (open_step(step_name, dirfd, path, flags) < 0)              \
+			return -1;                                             \
+		return real_##fn(dirfd, path, flags, mode);                    \
+	}
+#define WRAP_OPEN_2(fn, step_name)                                            \
+	EXPORT int fn(const char *path, int flags)                             \
+	{                                                                      \
+		REAL(int, fn, const char *, int);                              \
+		if (open_step(step_name, AT_FDCWD, path, flags) < 0)           \
+			return -1;                                             \
+		return real_##fn(path, flags);                                 \
+	}
+#define WRAP_OPENAT_2(fn, step_name)                                          \
+	EXPORT int fn(int dirfd, const char *path, int flags)                  \
+	{                                                                      \
+		REAL(int, fn, int, const char *, int);                         \
+		if (open_step(step_name, dirfd, path, flags) < 0)              \
+			return -1;                                             \
+		return real_##fn(dirfd, path, flags);                          \
+	}
 
-EXPORT int open64(const char *path, int flags, ...)
-{
-	va_list ap;
-	va_start(ap, flags);
-	mode_t mode = mode_arg(flags, ap);
-	va_end(ap);
-	REAL(int, open64, const char *, int, ...);
-	if (open_step("open", AT_FDCWD, path, flags) < 0)
-		return -1;
-	return real_open64(path, flags, mode);
-}
-
-EXPORT int openat(int dirfd, const char *path, int flags, ...)
-{
-	va_list ap;
-	va_start(ap, flags);
-	mode_t mode = mode_arg(flags, ap);
-	va_end(ap);
-	REAL(int, openat, int, const char *, int, ...);
-	if (open_step("openat", dirfd, path, flags) < 0)
-		return -1;
-	return real_openat(dirfd, path, flags, mode);
-}
-
-EXPORT int openat64(int dirfd, const char *path, int flags, ...)
-{
-	va_list ap;
-	va_start(ap, flags);
-	mode_t mode = mode_arg(flags, ap);
-	va_end(ap);
-	REAL(int, openat64, int, const char *, int, ...);
-	if (open_step("openat", dirfd, path, flags) < 0)
-		return -1;
-	return real_openat64(dirfd, path, flags, mode);
-}
-
-/* _FORTIFY_SOURCE variants (flags without O_CREAT only). */
-EXPORT int __open_2(const char *path, int flags)
-{
-	REAL(int, __open_2, const char *, int);
-	if (open_step("open", AT_FDCWD, path, flags) < 0)
-		return -1;
-	return real___open_2(path, flags);
-}
-
-EXPORT int __open64_2(const char *path, int flags)
-{
-	REAL(int, __open64_2, const char *, int);
-	if (open_step("open", AT_FDCWD, path, flags) < 0)
-		return -1;
-	return real___open64_2(path, flags);
-}
-
-EXPORT int __openat_2(int dirfd, const char *path, int flags)
-{
-	REAL(int, __openat_2, int, const char *, int);
-	if (open_step("openat", dirfd, path, flags) < 0)
-		return -1;
-	return real___openat_2(dirfd, path, flags);
-}
-
-EXPORT int __openat64_2(int dirfd, const char *path, int flags)
-{
-	REAL(int, __openat64_2, int, const char *, int);
-	if (open_step("openat", dirfd, path, flags) < 0)
-		return -1;
-	return real___openat64_2(dirfd, path, flags);
-}
+WRAP_OPEN(open, "open")
+WRAP_OPEN(open64, "open")
+WRAP_OPENAT(openat, "openat")
+WRAP_OPENAT(openat64, "openat")
+WRAP_OPEN_2(__open_2, "open")
+WRAP_OPEN_2(__open64_2, "open")
+WRAP_OPENAT_2(__openat_2, "openat")
+WRAP_OPENAT_2(__openat64_2, "openat")
 
 EXPORT ssize_t write(int fd, const void *buf, size_t len)
 {
