@@ -23,10 +23,10 @@ enum step {
 	STEP_RELOAD,
 	STEP_WRITE,
 	STEP_PROBE,
-	_STEP_MAX,
+	STEP_COUNT,
 };
 
-static const char *const step_names[_STEP_MAX] = {
+static const char *const step_names[STEP_COUNT] = {
 	[STEP_SSHD_T] = "sshd_T", [STEP_PROVE] = "prove", [STEP_PLAN] = "plan",     [STEP_BACKUP] = "backup",
 	[STEP_CONFIG] = "config", [STEP_RELOAD] = "reload", [STEP_WRITE] = "write", [STEP_PROBE] = "probe",
 };
@@ -45,7 +45,7 @@ struct apply {
 	struct backup backup;
 	bool backed_up;
 	bool reloaded;
-	int64_t step_us[_STEP_MAX];
+	int64_t step_us[STEP_COUNT];
 	int64_t mark;
 	const struct pubkey *replaced;	/* the key a keypair credential proved */
 };
@@ -69,7 +69,7 @@ static void log_steps(const struct apply *a)
 {
 	char line[256];
 	size_t used = 0;
-	for (int i = 0; i < _STEP_MAX; i++)
+	for (int i = 0; i < STEP_COUNT; i++)
 		used += (size_t)snprintf(line + used, sizeof(line) - used, "%s%s=%.1f", i ? " " : "", step_names[i],
 					 (double)a->step_us[i] / 1000.0);
 	log_debug("task %s steps (ms): %s", a->task->id, line);
@@ -552,6 +552,33 @@ static bool same_text(const char *a, size_t a_len, const char *b, size_t b_len)
 	return a_len == b_len && memcmp(a, b, a_len) == 0;
 }
 
+/* One try of restore_keys, in the key file's directory d. */
+static int restore_keys_in(const struct backup_file *f, struct safefile_dir *d, const char *name, char *msg,
+			   size_t msglen)
+{
+	_cleanup_free_ char *text = NULL;
+	_cleanup_buf_ struct buf out = { 0 };
+	size_t len = 0;
+	struct safefile_stat st;
+	int r = safefile_read(d, name, PLAN_KEYS_MAX, &text, &len, &st, msg, msglen);
+	bool ours = r == 0 && st.exists && same_text(text, len, f->ours, f->ours_len);
+	bool theirs = r == 0 && st.exists && !ours && !(f->existed && same_text(text, len, f->data, f->len));
+	if (theirs)
+		r = undo_edit(f->data, f->len, f->ours, f->ours_len, text, len, &out);
+	if (theirs && r == 0 && !same_text(text, len, out.data ? out.data : "", out.len))
+		r = safefile_replace(d, name, out.data ? out.data : "", out.len, st.uid, st.gid, st.mode, &st, NULL);
+	else if (ours && f->existed)
+		r = safefile_replace(d, name, f->data, f->len, f->uid, f->gid, f->mode, &st, NULL);
+	else if (ours)
+		r = safefile_remove(d, name);
+	if (r == 0 && (ours || !st.exists) && !f->existed && f->dir_created)
+		safefile_remove_dir(d);	/* only when empty */
+	if (r == 0 && theirs)
+		log_warnx("rollback: %s changed after the agent wrote it; the task's edit was undone on the newer file",
+			  f->path);
+	return r;
+}
+
 /* The key file goes back to its backup while it holds what the task wrote.
  * Once someone else wrote it, the task's edit alone is undone on their
  * file; if it still holds the backup, the task never wrote it. The same
@@ -564,37 +591,17 @@ static int restore_keys(const struct backup_file *f, const char *home, char *msg
 	if (!slash)
 		return -ENOMEM;
 	*slash = '\0';
-	const char *name = slash + 1;
 	int r = -EAGAIN;
 	for (int attempt = 0; r == -EAGAIN && attempt < KEYS_RETRIES; attempt++) {
-		_cleanup_free_ char *text = NULL;
-		_cleanup_buf_ struct buf out = { 0 };
-		size_t len = 0;
 		struct safefile_dir d;
-		struct safefile_stat st;
-		r = safefile_open_dir(dir[0] ? dir : "/", f->walk_uid, f->walk_gid, home, false, &d, msg, msglen);
-		if (r == -ENOENT)	/* never created, or removed since: nothing of the task's is left */
-			return 0;
-		if (r < 0)
-			return r;
-		r = safefile_read(&d, name, PLAN_KEYS_MAX, &text, &len, &st, msg, msglen);
-		bool ours = r == 0 && st.exists && same_text(text, len, f->ours, f->ours_len);
-		bool theirs = r == 0 && st.exists && !ours && !(f->existed && same_text(text, len, f->data, f->len));
-		if (theirs)
-			r = undo_edit(f->data, f->len, f->ours, f->ours_len, text, len, &out);
-		if (theirs && r == 0 && !same_text(text, len, out.data ? out.data : "", out.len))
-			r = safefile_replace(&d, name, out.data ? out.data : "", out.len, st.uid, st.gid, st.mode, &st,
-					     NULL);
-		else if (ours && f->existed)
-			r = safefile_replace(&d, name, f->data, f->len, f->uid, f->gid, f->mode, &st, NULL);
-		else if (ours)
-			r = safefile_remove(&d, name);
-		if (r == 0 && (ours || !st.exists) && !f->existed && f->dir_created)
-			safefile_remove_dir(&d);	/* only when empty */
+		int o = safefile_open_dir(dir[0] ? dir : "/", f->walk_uid, f->walk_gid, home, false, &d, msg, msglen);
+		if (o == 0)
+			r = restore_keys_in(f, &d, slash + 1, msg, msglen);
 		safefile_close_dir(&d);
-		if (r == 0 && theirs)
-			log_warnx("rollback: %s changed after the agent wrote it; the task's edit was undone on the "
-				  "newer file", f->path);
+		if (o == -ENOENT)	/* never created, or removed since: nothing of the task's is left */
+			return 0;
+		if (o < 0)
+			return o;
 	}
 	return r;
 }

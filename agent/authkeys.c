@@ -299,7 +299,7 @@ static int pubkey_from_parts(const char *type, size_t tlen, const char *b64, siz
 	if (r < 0)
 		return r;
 	*key = k;
-	k = (struct pubkey){ 0 };
+	k = (struct pubkey){ 0 };	/* NOLINT(clang-analyzer-deadcode.DeadStores): the _cleanup_ reads it */
 	return 0;
 }
 

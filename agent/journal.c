@@ -9,8 +9,8 @@
 #include "journal.h"
 
 #define MANIFEST "inflight.json"
-#define MANIFEST_MAX (48 * 1024 * 1024)
-#define RESULT_MAX (64 * 1024)
+#define MANIFEST_MAX ((size_t)48 * 1024 * 1024)
+#define RESULT_MAX ((size_t)64 * 1024)
 
 static int make_state_dir(const char *path)
 {
@@ -410,7 +410,7 @@ void backup_free(struct backup *b)
 	*b = (struct backup){ 0 };
 }
 
-#define CACHE_MAX (1024 * 1024)
+#define CACHE_MAX ((size_t)1024 * 1024)
 
 static void cache_name(const char *name, char *out, size_t size)
 {

@@ -19,8 +19,15 @@ static bool stderr_is_journal(void)
 	const char *e = getenv("JOURNAL_STREAM");
 	if (!e)
 		return false;
-	unsigned long long dev, ino;
-	if (sscanf(e, "%llu:%llu", &dev, &ino) != 2)
+	/* "dev:ino", both decimal, as systemd writes it. */
+	char *end;
+	errno = 0;
+	unsigned long long dev = strtoull(e, &end, 10);
+	if (errno || end == e || *end != ':')
+		return false;
+	const char *rest = end + 1;
+	unsigned long long ino = strtoull(rest, &end, 10);
+	if (errno || end == rest)
 		return false;
 	struct stat st;
 	if (fstat(STDERR_FILENO, &st) < 0)

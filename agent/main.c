@@ -62,7 +62,7 @@ static int read_task(const char *path, char **ret, size_t *len)
 	}
 	_cleanup_buf_ struct buf b = { 0 };
 	/* One byte past the limit is enough for task_parse to refuse it. */
-	while (b.len <= TASK_MAX_BYTES) {
+	while (b.len <= (size_t)TASK_MAX_BYTES) {
 		int r = buf_reserve(&b, 8192);
 		if (r < 0)
 			return r;
@@ -105,8 +105,9 @@ static int cmd_apply(const struct config *cfg, int argc, char **argv)
 	}
 	struct result res;
 	r = apply_text(cfg, text, len, 0, &res);
-	/* The task text may hold a password or private key. */
-	explicit_bzero(text, len);
+	/* The task text may hold a password or private key. The analyzer
+	 * takes read_task's -errno for a possible 0, text unset. */
+	explicit_bzero(text, len);	/* NOLINT(clang-analyzer-core.NonNullParamChecker) */
 	free(text);
 	_cleanup_free_ char *json = result_to_json(&res);
 	result_free(&res);

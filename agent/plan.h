@@ -13,8 +13,8 @@
 #include "task.h"
 
 #define PLAN_MAX_CONF 32
-#define PLAN_KEYS_MAX (8 * 1024 * 1024)
-#define PLAN_CONF_MAX (1024 * 1024)
+#define PLAN_KEYS_MAX ((size_t)8 * 1024 * 1024)
+#define PLAN_CONF_MAX ((size_t)1024 * 1024)
 
 struct plan_file {
 	char *path;

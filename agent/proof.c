@@ -155,6 +155,7 @@ static enum proof_status proof_ctx_init(struct proof_ctx *c, const struct proof_
 
 /* libssh asks for a passphrase only for an encrypted key; refusing it keeps
  * any KDF from running and any terminal from being prompted. */
+/* NOLINTNEXTLINE(readability-non-const-parameter): libssh's ssh_auth_callback type */
 static int proof_refuse_passphrase(const char *prompt, char *buf, size_t len, int echo,
 				   int verify, void *userdata)
 {
@@ -419,11 +420,11 @@ static size_t proof_base64_prefix(const char *s, unsigned char *out, size_t max)
 		int v = proof_base64_value(*s);
 		if (v < 0)
 			break;
-		acc = ((acc << 6) | (unsigned int)v) & 0xffffu;
+		acc = ((acc << 6) | (unsigned int)v) & 0xffffU;
 		bits += 6;
 		if (bits >= 8) {
 			bits -= 8;
-			out[n++] = (unsigned char)((acc >> bits) & 0xffu);
+			out[n++] = (unsigned char)((acc >> bits) & 0xffU);
 		}
 	}
 	return n;
@@ -455,7 +456,9 @@ static bool proof_openssh_plain(const char *text)
 	size_t off = strlen(OPENSSH_KEY_MAGIC) + 1;
 	if (len < off || memcmp(buf, OPENSSH_KEY_MAGIC, off) != 0)
 		return false;
-	return proof_sshstr_is(buf, len, &off, "none") && proof_sshstr_is(buf, len, &off, "none");
+	/* ciphername, then kdfname */
+	bool cipher_none = proof_sshstr_is(buf, len, &off, "none");
+	return cipher_none && proof_sshstr_is(buf, len, &off, "none");
 }
 
 /* PEM encryption shows in the armour: the legacy Proc-Type/DEK-Info

@@ -93,6 +93,8 @@ static int splice_link(char *path, size_t size, const char *walked, const char *
 {
 	char next[PATH_MAX];
 	int n;
+	/* The analyzer takes link_target's -errno for a possible 0, target unset. */
+	/* NOLINTNEXTLINE(clang-analyzer-core.UndefinedBinaryOperatorResult) */
 	if (target[0] == '/')
 		n = snprintf(next, sizeof(next), "%s/%s", target, rest);
 	else
@@ -153,11 +155,117 @@ static int walk_step(struct safefile_dir *dir, int cur, const char *name,
 	return make_dir(dir, cur, name, msg, msglen);
 }
 
+/* name, which walk_step would not open as a directory, may be a link only
+ * root could have made: its target is spliced into todo in its place. */
+static int follow_link(const struct safefile_dir *dir, const struct stat *st, const char *name, const char *walked,
+		       const char *rest_of_todo, char *todo, size_t size, int *links, char *msg, size_t msglen)
+{
+	char target[PATH_MAX];
+	int r = link_target(dir->fd, st, name, dir->as_user, target, sizeof(target));
+	if (r == -ELOOP || r == -ENOTDIR) {
+		snprintf(msg, msglen, "%s%s%s is %s", walked, streq(walked, "/") ? "" : "/", name,
+			 r == -ELOOP ? "a symlink" : "not a directory");
+		return r;
+	}
+	if (r < 0)
+		return r;
+	if (++*links > SAFEFILE_MAX_LINKS)
+		return -ELOOP;
+	char rest[PATH_MAX];
+	snprintf(rest, sizeof(rest), "%s", rest_of_todo);
+	return splice_link(todo, size, walked, target, rest);
+}
+
+/* The next component at *p into name; *p moves past it and its slashes. */
+static int next_name(const char **p, char name[static NAME_MAX + 1])
+{
+	size_t n = strcspn(*p, "/");
+	if (n > NAME_MAX)
+		return -ENAMETOOLONG;
+	memcpy(name, *p, n);
+	name[n] = '\0';
+	*p += n;
+	while (**p == '/')
+		(*p)++;
+	return 0;
+}
+
+/* The directory the walk is in passes StrictModes' checks; below one the
+ * user owns, the walk goes on as the user. */
+static int check_current(struct safefile_dir *dir, struct stat *st, const char *walked, char *msg, size_t msglen)
+{
+	if (fstat(dir->fd, st) < 0)
+		return -errno;
+	int r = check_dir(st, dir->uid, walked, msg, msglen);
+	if (r < 0)
+		return r;
+	if (st->st_uid != 0)
+		dir->as_user = true;
+	return 0;
+}
+
+/* Steps into fd, the directory name below dir->fd. */
+static void descend(struct safefile_dir *dir, int fd, const char *name, char *walked, size_t size)
+{
+	closep(&dir->parent_fd);
+	dir->parent_fd = dir->fd;
+	dir->fd = fd;
+	snprintf(dir->name, sizeof(dir->name), "%s", name);
+	size_t wl = strlen(walked);
+	snprintf(walked + wl, size - wl, "%s%s", wl > 1 ? "/" : "", name);
+}
+
+#define WALK_AGAIN 1
+
+/* One walk from / along todo: 0 with dir on its last directory,
+ * WALK_AGAIN when a link was spliced into todo, or -errno. */
+static int walk_from_root(struct safefile_dir *dir, char *todo, size_t size, const char *path, const char *home,
+			  bool create, int *links, char *msg, size_t msglen)
+{
+	uid_t uid = dir->uid;
+	gid_t gid = dir->gid;
+	char walked[PATH_MAX];
+
+	safefile_close_dir(dir);
+	*dir = (struct safefile_dir){ .fd = -1, .parent_fd = -1, .uid = uid, .gid = gid };
+	dir->fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dir->fd < 0)
+		return -errno;
+	snprintf(walked, sizeof(walked), "/");
+	struct stat st;
+	/* next_name leaves p past the slashes after each name */
+	for (const char *p = todo + strspn(todo, "/");;) {
+		int r = check_current(dir, &st, walked, msg, msglen);
+		if (r < 0)
+			return r;
+		if (!*p)
+			return 0;
+		char name[NAME_MAX + 1];
+		r = next_name(&p, name);
+		if (r < 0)
+			return r;
+		if (streq(name, "..") || streq(name, ".")) {
+			snprintf(msg, msglen, "%s has a . or .. component", path);
+			return -EINVAL;
+		}
+		int fd = walk_step(dir, dir->fd, name, walked, *p == '\0', home, create, msg, msglen);
+		if (fd == -ELOOP || fd == -ENOTDIR) {
+			r = follow_link(dir, &st, name, walked, p, todo, size, links, msg, msglen);
+			return r < 0 ? r : WALK_AGAIN;
+		}
+		if (fd < 0) {
+			if (!msg[0])
+				snprintf(msg, msglen, "cannot open %s/%s: %s", walked, name, strerror(-fd));
+			return fd;
+		}
+		descend(dir, fd, name, walked, sizeof(walked));
+	}
+}
+
 int safefile_open_dir(const char *path, uid_t uid, gid_t gid, const char *home, bool create,
 		      struct safefile_dir *dir, char *msg, size_t msglen)
 {
 	char todo[PATH_MAX];
-	char walked[PATH_MAX];
 	int links = 0;
 	int r;
 
@@ -170,71 +278,10 @@ int safefile_open_dir(const char *path, uid_t uid, gid_t gid, const char *home, 
 		return -EINVAL;
 	}
 	snprintf(todo, sizeof(todo), "%s", path);
-restart:
-	safefile_close_dir(dir);
-	*dir = (struct safefile_dir){ .fd = -1, .parent_fd = -1, .uid = uid, .gid = gid };
-	dir->fd = open("/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dir->fd < 0)
-		return -errno;
-	snprintf(walked, sizeof(walked), "/");
-	struct stat st;
-	for (char *p = todo;;) {
-		if (fstat(dir->fd, &st) < 0)
-			return -errno;
-		r = check_dir(&st, uid, walked, msg, msglen);
-		if (r < 0)
-			return r;
-		if (st.st_uid != 0)
-			dir->as_user = true;
-		while (*p == '/')
-			p++;
-		if (!*p)
-			return 0;
-		size_t n = strcspn(p, "/");
-		if (n > NAME_MAX)
-			return -ENAMETOOLONG;
-		char name[NAME_MAX + 1];
-		memcpy(name, p, n);
-		name[n] = '\0';
-		p += n;
-		while (*p == '/')
-			p++;
-		if (streq(name, "..") || streq(name, ".")) {
-			snprintf(msg, msglen, "%s has a . or .. component", path);
-			return -EINVAL;
-		}
-		int fd = walk_step(dir, dir->fd, name, walked, *p == '\0', home, create, msg, msglen);
-		if (fd == -ELOOP || fd == -ENOTDIR) {
-			char target[PATH_MAX];
-			r = link_target(dir->fd, &st, name, dir->as_user, target, sizeof(target));
-			if (r == -ELOOP || r == -ENOTDIR) {
-				snprintf(msg, msglen, "%s%s%s is %s", walked, streq(walked, "/") ? "" : "/", name,
-					 r == -ELOOP ? "a symlink" : "not a directory");
-				return r;
-			}
-			if (r < 0)
-				return r;
-			if (++links > SAFEFILE_MAX_LINKS)
-				return -ELOOP;
-			char rest[PATH_MAX];
-			snprintf(rest, sizeof(rest), "%s", p);
-			r = splice_link(todo, sizeof(todo), walked, target, rest);
-			if (r < 0)
-				return r;
-			goto restart;
-		}
-		if (fd < 0) {
-			if (!msg[0])
-				snprintf(msg, msglen, "cannot open %s/%s: %s", walked, name, strerror(-fd));
-			return fd;
-		}
-		closep(&dir->parent_fd);
-		dir->parent_fd = dir->fd;
-		dir->fd = fd;
-		snprintf(dir->name, sizeof(dir->name), "%s", name);
-		size_t wl = strlen(walked);
-		snprintf(walked + wl, sizeof(walked) - wl, "%s%s", wl > 1 ? "/" : "", name);
-	}
+	do
+		r = walk_from_root(dir, todo, sizeof(todo), path, home, create, &links, msg, msglen);
+	while (r == WALK_AGAIN);
+	return r;
 }
 
 void safefile_close_dir(struct safefile_dir *dir)
@@ -398,13 +445,59 @@ static int make_temp(int dirfd, const char *name, char *tmp, size_t size)
 	return -EEXIST;
 }
 
-#define CARRY_MAX (1024 * 1024)	/* appended to the old file during the swap */
+#define CARRY_MAX ((off_t)1024 * 1024)	/* appended to the old file during the swap */
 #define CARRY_ROUNDS 4
 
 static bool is_file(int dirfd, const char *name, dev_t dev, ino_t ino)
 {
 	struct stat st;
 	return fstatat(dirfd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && st.st_dev == dev && st.st_ino == ino;
+}
+
+#define RENAME_PLAIN 1	/* the file system has no renameat2 flags */
+
+static bool no_rename_flags(int e)
+{
+	return e == EINVAL || e == ENOSYS;
+}
+
+/* Nothing was expected at name: tmp goes there only if nothing came since. */
+static int rename_noreplace(int dirfd, const char *tmp, const char *name)
+{
+	if (renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE) == 0)
+		return 0;
+	if (errno == EEXIST)
+		return -EAGAIN;
+	return no_rename_flags(errno) ? RENAME_PLAIN : -errno;
+}
+
+/* tmp and name swapped: what came out is the file expected, which goes, or
+ * someone else's, which is swapped back. */
+static int rename_exchange(int dirfd, const char *tmp, const char *name, const struct safefile_stat *expect,
+			   const struct stat *ours)
+{
+	if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) < 0) {
+		if (errno == ENOENT)
+			return -EAGAIN;
+		return no_rename_flags(errno) ? RENAME_PLAIN : -errno;
+	}
+	if (is_file(dirfd, tmp, expect->dev, expect->ino)) {
+		if (unlinkat(dirfd, tmp, 0) == 0)
+			return 0;
+		/* The old file cannot go: the swap is undone, ours is removed. */
+		int e = errno;
+		if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) < 0)
+			log_warnx("cannot remove %s, the old %s: %s", tmp, name, strerror(e));
+		return -e;
+	}
+	if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) < 0)
+		return -errno;
+	/* A third writer's file, displaced in between, stays under tmp. */
+	if (!is_file(dirfd, tmp, ours->st_dev, ours->st_ino)) {
+		log_warnx("%s was replaced twice while the agent wrote it; one version is kept as %s", name, tmp);
+		return -EEXIST;
+	}
+	return -EAGAIN;
 }
 
 /* Renames tmp over name, but only over the file expected there: the check
@@ -416,39 +509,13 @@ static bool is_file(int dirfd, const char *name, dev_t dev, ino_t ino)
 static int swap_rename(int dirfd, const char *tmp, const char *name, const struct safefile_stat *expect,
 		       const struct stat *ours)
 {
-	if (expect && !expect->exists) {
-		if (renameat2(dirfd, tmp, dirfd, name, RENAME_NOREPLACE) == 0)
-			return 0;
-		if (errno == EEXIST)
-			return -EAGAIN;
-		if (errno != EINVAL && errno != ENOSYS)
-			return -errno;
-	} else if (expect) {
-		if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) < 0) {
-			if (errno == ENOENT)
-				return -EAGAIN;
-			if (errno != EINVAL && errno != ENOSYS)
-				return -errno;
-		} else if (is_file(dirfd, tmp, expect->dev, expect->ino)) {
-			if (unlinkat(dirfd, tmp, 0) == 0)
-				return 0;
-			/* The old file cannot go: the swap is undone, ours is removed. */
-			int e = errno;
-			if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) < 0)
-				log_warnx("cannot remove %s, the old %s: %s", tmp, name, strerror(e));
-			return -e;
-		} else {
-			if (renameat2(dirfd, tmp, dirfd, name, RENAME_EXCHANGE) < 0)
-				return -errno;
-			/* A third writer's file, displaced in between, stays under tmp. */
-			if (!is_file(dirfd, tmp, ours->st_dev, ours->st_ino)) {
-				log_warnx("%s was replaced twice while the agent wrote it; one version is kept as %s",
-					  name, tmp);
-				return -EEXIST;
-			}
-			return -EAGAIN;
-		}
-	}
+	int r = RENAME_PLAIN;
+	if (expect && !expect->exists)
+		r = rename_noreplace(dirfd, tmp, name);
+	else if (expect)
+		r = rename_exchange(dirfd, tmp, name, expect, ours);
+	if (r != RENAME_PLAIN)
+		return r;
 	return renameat(dirfd, tmp, dirfd, name) < 0 ? -errno : 0;
 }
 
@@ -477,14 +544,14 @@ static int swap_in(const struct safefile_dir *dir, const char *name, const void 
 		r = -EAGAIN;
 	if (r == 0)
 		r = swap_rename(dir->fd, tmp, name, expect, st);
+	if (r == 0) {
+		*ret_fd = TAKE_FD(fd);
+		return 0;
+	}
 	if (r == -EEXIST)	/* tmp holds someone else's file now */
 		return -EAGAIN;
-	if (r < 0) {
-		unlinkat(dir->fd, tmp, 0);
-		return r;
-	}
-	*ret_fd = TAKE_FD(fd);
-	return 0;
+	unlinkat(dir->fd, tmp, 0);
+	return r;
 }
 
 /* "echo key >> authorized_keys" opens the old file and may write to it
@@ -544,7 +611,7 @@ int safefile_replace(const struct safefile_dir *dir, const char *name, const voi
 	int fd = -1;
 	struct stat st;
 	int r = swap_in(dir, name, data, len, NULL, 0, uid, gid, mode, expect, &fd, &st);
-	if (r < 0)
+	if (r != 0)
 		return r;
 	if (fsync(dir->fd) < 0)
 		r = -errno;

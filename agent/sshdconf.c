@@ -58,9 +58,10 @@ static void pass_done(struct pass *p)
 	buf_free(&p->out);
 }
 
+/* text may be NULL for an empty file (len 0). */
 static bool line_next(const char *text, size_t len, size_t *pos, struct line *l)
 {
-	if (*pos >= len)
+	if (!text || *pos >= len)
 		return false;
 	const char *p = text + *pos;
 	size_t left = len - *pos;
@@ -532,7 +533,7 @@ static int arg_next(const char *s, size_t n, size_t *i, struct strv *out)
 
 	for (; *i < n; (*i)++) {
 		char c = s[*i];
-		char next = *i + 1 < n ? s[*i + 1] : '\0';
+		char next = (char)(*i + 1 < n ? s[*i + 1] : '\0');
 		if (c == '\\' && (next == '\'' || next == '"' || next == '\\' || (!quote && next == ' ')))
 			c = s[++*i];
 		else if (!quote && (c == ' ' || c == '\t'))

@@ -30,7 +30,7 @@ enum error_code {
 	ERR_PROBE_FAILED,
 	ERR_IO_ERROR,
 	ERR_TIMEOUT,
-	_ERR_MAX,
+	ERR_COUNT,
 };
 
 enum task_action {
@@ -76,7 +76,7 @@ struct result {
 };
 
 const char *error_code_name(enum error_code code);	/* "KPS.AGENT.INVALID_TASK" */
-enum error_code error_code_from_name(const char *name);	/* _ERR_MAX when unknown */
+enum error_code error_code_from_name(const char *name);	/* ERR_COUNT when unknown */
 
 /* Parses and validates one task. Returns 0, or -1 with res->code and
  * res->msg set; res->task_id is filled in whenever the text carried a valid

@@ -6,7 +6,7 @@
 
 int buf_reserve(struct buf *b, size_t more)
 {
-	if (b->len + more + 1 <= b->cap)
+	if (b->data && b->len + more + 1 <= b->cap)
 		return 0;
 	size_t cap = b->cap ? b->cap : 256;
 	while (cap < b->len + more + 1) {

@@ -33,7 +33,7 @@ static inline void freep(void *p)
 	free(*(void **)p);
 }
 
-static inline void closep(int *fd)
+static inline void closep(const int *fd)
 {
 	if (*fd >= 0) {
 		int saved = errno;
@@ -45,7 +45,7 @@ static inline void closep(int *fd)
 static inline void fclosep(FILE **f)
 {
 	if (*f)
-		fclose(*f);
+		(void)fclose(*f);	/* read streams only: a close error loses nothing */
 }
 
 static inline void cjson_deletep(cJSON **j)

@@ -74,7 +74,7 @@ static void check_result_bytes(const char *text, size_t len)
 		fuzz_check(result_is_empty(&res), "a refused result leaves the struct empty");
 		return;
 	}
-	fuzz_check(res.code >= ERR_NONE && res.code < _ERR_MAX, "result code in range");
+	fuzz_check(res.code >= ERR_NONE && res.code < ERR_COUNT, "result code in range");
 	fuzz_check(res.task_id[0] == '\0' || str_is_token(res.task_id, TASK_ID_MAX),
 		   "result task_id is empty or a token");
 	fuzz_check(!res.server_id || (res.server_id[0] && strlen(res.server_id) <= SERVER_ID_MAX),
@@ -98,7 +98,7 @@ static bool task_is_empty(const struct task *t)
 static void check_refusal(const struct task *t, const struct result *res)
 {
 	size_t n = strnlen(res->msg, sizeof(res->msg));
-	fuzz_check(res->code > ERR_NONE && res->code < _ERR_MAX, "refusal code in 1.._ERR_MAX-1");
+	fuzz_check(res->code > ERR_NONE && res->code < ERR_COUNT, "refusal code in 1..ERR_COUNT-1");
 	fuzz_check(error_code_name(res->code) != NULL, "refusal code has a name");
 	fuzz_check(error_code_from_name(error_code_name(res->code)) == res->code,
 		   "refusal code name maps back to the code");

@@ -158,18 +158,18 @@ static void test_error_code_names(void **state)
 		{ ERR_TIMEOUT, "KPS.AGENT.TIMEOUT" },
 	};
 	(void)state;
-	assert_int_equal(ELEMENTSOF(names), _ERR_MAX - 1);
+	assert_int_equal(ELEMENTSOF(names), ERR_COUNT - 1);
 	for (size_t i = 0; i < ELEMENTSOF(names); i++) {
 		assert_string_equal(error_code_name(names[i].code), names[i].name);
 		assert_int_equal(error_code_from_name(names[i].name), names[i].code);
 	}
 	assert_null(error_code_name(ERR_NONE));
-	assert_null(error_code_name(_ERR_MAX));
-	assert_int_equal(error_code_from_name(NULL), _ERR_MAX);
-	assert_int_equal(error_code_from_name(""), _ERR_MAX);
-	assert_int_equal(error_code_from_name("KPS.AGENT.NOPE"), _ERR_MAX);
-	assert_int_equal(error_code_from_name("kps.agent.invalid_task"), _ERR_MAX);
-	assert_int_equal(error_code_from_name("INVALID_TASK"), _ERR_MAX);
+	assert_null(error_code_name(ERR_COUNT));
+	assert_int_equal(error_code_from_name(NULL), ERR_COUNT);
+	assert_int_equal(error_code_from_name(""), ERR_COUNT);
+	assert_int_equal(error_code_from_name("KPS.AGENT.NOPE"), ERR_COUNT);
+	assert_int_equal(error_code_from_name("kps.agent.invalid_task"), ERR_COUNT);
+	assert_int_equal(error_code_from_name("INVALID_TASK"), ERR_COUNT);
 }
 
 static void test_associate_full(void **state)
@@ -1349,7 +1349,7 @@ static void test_result_to_json(void **state)
 			    "'error_msg':'server.id \\'x\\' is not this VM (y\\\\z)',"
 			    "'warnings':['first'],'duration_ms':1234}");
 
-	res.code = _ERR_MAX;
+	res.code = ERR_COUNT;
 	assert_null(result_to_json(&res));
 	result_free(&res);
 }
@@ -1384,7 +1384,7 @@ static void test_result_round_trip(void **state)
 	result_free(&res);
 
 	/* Every code, and SUCCESS. */
-	for (int c = ERR_NONE; c < _ERR_MAX; c++) {
+	for (int c = ERR_NONE; c < ERR_COUNT; c++) {
 		result_init(&res);
 		memcpy(res.task_id, "t", 2);
 		if (c != ERR_NONE)
