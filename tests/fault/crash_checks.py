@@ -278,8 +278,12 @@ def concurrent_user(box, agent):
             c = res.get("error_code", "SUCCESS")
             codes[c] = codes.get(c, 0) + 1
             need(c in ("SUCCESS", "KPS.AGENT.IO_ERROR", "KPS.AGENT.PROBE_FAILED"), f"unexpected result {res}")
+            # The lines written so far, then the file: a line the user
+            # thread writes in between is in the file but not yet listed.
+            # The other way round the check would race the user thread.
+            done = list(written)
             text = read_bytes(path)
-            lost = [l for l in list(written) if l not in text]
+            lost = [l for l in done if l not in text]
             need(not lost, f"after task {k} ({c}: {res.get('error_msg')}) user line(s) lost: {lost[:5]}; "
                            f"agent stderr {err.strip()[-400:]!r}")
     finally:

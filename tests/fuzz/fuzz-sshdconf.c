@@ -75,7 +75,7 @@ static char *sshd_strdelim(char **s)
  * load_server_config() drops leading " \t\r", then
  * process_server_config_line() strips trailing whitespace and form feeds
  * and takes the keyword with strdelim(), twice when the first is empty. */
-static bool sshd_keyword_is(const struct fuzz_line *l, const char *word)
+static bool sshd_keyword(const struct fuzz_line *l, const char *word, bool need_arg)
 {
 	size_t len = fuzz_line_body(l);
 	_cleanup_(fuzz_freep) char *line = strndup(l->p, len);
@@ -90,13 +90,20 @@ static bool sshd_keyword_is(const struct fuzz_line *l, const char *word)
 	char *kw = sshd_strdelim(&str);
 	if (kw && *kw == '\0')
 		kw = sshd_strdelim(&str);
-	return kw && *kw && *kw != '#' && str && *str && strcasecmp(kw, word) == 0;
+	return kw && *kw && *kw != '#' && (!need_arg || (str && *str)) && strcasecmp(kw, word) == 0;
 }
 
-/* A Port line as the editor must see it: as sshd reads it. */
+static bool sshd_keyword_is(const struct fuzz_line *l, const char *word)
+{
+	return sshd_keyword(l, word, true);
+}
+
+/* A Port line as the editor must see it: as sshd reads it, with or
+ * without its argument (sshd -t refuses a bare "Port"; commenting it out
+ * is no harm). */
 static bool is_port_line(const struct fuzz_line *l)
 {
-	return keyword_is(l, "Port") || sshd_keyword_is(l, "Port");
+	return keyword_is(l, "Port") || sshd_keyword(l, "Port", false);
 }
 
 static bool is_marker(const struct fuzz_line *l, const char *marker)
