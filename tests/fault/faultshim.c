@@ -237,12 +237,18 @@ EXPORT ssize_t write(int fd, const void *buf, size_t len)
 	return real_write(fd, buf, len);
 }
 
+/* A step on an fd, named by its path. */
+static int fd_step(const char *fn, int fd)
+{
+	char p[4096];
+	fd_name(fd, p, sizeof(p));
+	return step(fn, p);
+}
+
 EXPORT int fsync(int fd)
 {
 	REAL(int, fsync, int);
-	char p[4096];
-	fd_name(fd, p, sizeof(p));
-	if (step("fsync", p) < 0)
+	if (fd_step("fsync", fd) < 0)
 		return -1;
 	return real_fsync(fd);
 }
@@ -250,9 +256,7 @@ EXPORT int fsync(int fd)
 EXPORT int fdatasync(int fd)
 {
 	REAL(int, fdatasync, int);
-	char p[4096];
-	fd_name(fd, p, sizeof(p));
-	if (step("fdatasync", p) < 0)
+	if (fd_step("fdatasync", fd) < 0)
 		return -1;
 	return real_fdatasync(fd);
 }
@@ -267,14 +271,20 @@ EXPORT int rename(const char *from, const char *to)
 	return real_rename(from, to);
 }
 
-EXPORT int renameat(int fromfd, const char *from, int tofd, const char *to)
+/* renameat and renameat2 are one step kind: the walk names them alike. */
+static int renameat_step(int fromfd, const char *from, int tofd, const char *to)
 {
-	REAL(int, renameat, int, const char *, int, const char *);
 	char a[4096], b[4096], detail[8300];
 	dir_path(fromfd, from, a, sizeof(a));
 	dir_path(tofd, to, b, sizeof(b));
 	snprintf(detail, sizeof(detail), "%s -> %s", a, b);
-	if (step("renameat", detail) < 0)
+	return step("renameat", detail);
+}
+
+EXPORT int renameat(int fromfd, const char *from, int tofd, const char *to)
+{
+	REAL(int, renameat, int, const char *, int, const char *);
+	if (renameat_step(fromfd, from, tofd, to) < 0)
 		return -1;
 	return real_renameat(fromfd, from, tofd, to);
 }
@@ -282,11 +292,7 @@ EXPORT int renameat(int fromfd, const char *from, int tofd, const char *to)
 EXPORT int renameat2(int fromfd, const char *from, int tofd, const char *to, unsigned flags)
 {
 	REAL(int, renameat2, int, const char *, int, const char *, unsigned);
-	char a[4096], b[4096], detail[8300];
-	dir_path(fromfd, from, a, sizeof(a));
-	dir_path(tofd, to, b, sizeof(b));
-	snprintf(detail, sizeof(detail), "%s -> %s", a, b);
-	if (step("renameat", detail) < 0)
+	if (renameat_step(fromfd, from, tofd, to) < 0)
 		return -1;
 	return real_renameat2(fromfd, from, tofd, to, flags);
 }
