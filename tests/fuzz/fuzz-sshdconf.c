@@ -98,6 +98,13 @@ static bool sshd_keyword_is(const struct fuzz_line *l, const char *word)
 	return sshd_keyword(l, word, true);
 }
 
+/* Match with or without criteria: sshd refuses a bare "Match" (sshd -t
+ * catches it), and the editor leaves everything after it alone. */
+static bool is_match_line(const struct fuzz_line *l)
+{
+	return sshd_keyword(l, "Match", false);
+}
+
 /* A Port line as the editor must see it: as sshd reads it, with or
  * without its argument (sshd -t refuses a bare "Port"; commenting it out
  * is no harm). */
@@ -190,7 +197,7 @@ static struct fuzz_lines match_tail(const char *text, size_t len)
 	for (size_t i = 0; i < all.n; i++) {
 		if (in_block(&all.v[i], &inside))
 			continue;
-		matched = matched || sshd_keyword_is(&all.v[i], "Match");
+		matched = matched || is_match_line(&all.v[i]);
 		if (matched)
 			tail.v[tail.n++] = all.v[i];
 	}
@@ -225,9 +232,9 @@ static void check_no_live_port(const char *text, size_t len)
 	for (size_t i = 0; i < l.n; i++) {
 		if (in_block(&l.v[i], &inside))
 			continue;
-		if (sshd_keyword_is(&l.v[i], "Match"))
+		if (is_match_line(&l.v[i]))
 			return;
-		fuzz_check(!sshd_keyword_is(&l.v[i], "Port"),
+		fuzz_check(!sshd_keyword(&l.v[i], "Port", false),
 			   "no line that sshd reads as Port is left before Match outside the block");
 	}
 }
@@ -244,7 +251,7 @@ static size_t check_only_disabled(const char *a, size_t a_len, const char *b, si
 	for (size_t i = 0; i < la.n; i++) {
 		const struct fuzz_line *x = &la.v[i], *y = &lb.v[i];
 		bool blk = in_block(x, &inside);
-		matched = matched || (!blk && sshd_keyword_is(x, "Match"));
+		matched = matched || (!blk && is_match_line(x));
 		if (fuzz_mem_eq(x->p, x->len, y->p, y->len))
 			continue;
 		changed++;
@@ -309,7 +316,7 @@ static void check_remove_without_block(const char *text, size_t len, const char 
 	fuzz_check(la.n == lb.n, "removing no block keeps the number of lines");
 	for (size_t i = 0; i < la.n; i++) {
 		const struct fuzz_line *x = &la.v[i], *y = &lb.v[i];
-		matched = matched || sshd_keyword_is(x, "Match");
+		matched = matched || is_match_line(x);
 		if (fuzz_mem_eq(x->p, x->len, y->p, y->len))
 			continue;
 		bool prefixed = fuzz_has_prefix(x->p, x->len, SSHDCONF_DISABLED);
