@@ -1,6 +1,7 @@
 #!/bin/sh
 # Runs every libFuzzer target of a fuzz build for SECONDS each, one after
-# the other, on a copy of its seed corpus (the tree is left as it is), under
+# the other, each after running its regression inputs once, on a copy of
+# its seed corpus (the tree is left as it is), under
 # ASan and UBSan. Prints the executions per target and a summary line; a
 # crash or a failed property makes it exit 1 and leaves the input in
 # tests/fuzz/crashes/ (to be kept as a regression input under
@@ -59,6 +60,17 @@ for entry in $targets; do
 	dir=$work/$name
 	mkdir -p "$dir/corpus" "$dir/artifacts"
 	cp "$here/corpus/$name"/* "$dir/corpus/" 2>/dev/null
+
+	# Every regression input once first: a fixed bug stays fixed.
+	if [ -d "$here/regressions/$name" ] && ls "$here/regressions/$name"/* >/dev/null 2>&1; then
+		if ! "$exe" -error_exitcode=1 "$here/regressions/$name"/* >"$dir/regressions.log" 2>&1; then
+			failed=$((failed + 1))
+			echo "fuzz-$name: a regression input fails again"
+			grep -E '^fuzz: property failed|^  at |^SUMMARY: |^Running: ' "$dir/regressions.log" | sed 's/^/    /'
+			continue
+		fi
+		echo "fuzz-$name: $(ls "$here/regressions/$name" | wc -l) regression inputs pass"
+	fi
 
 	set -- -max_total_time="$seconds" -max_len="$max_len" -timeout=25 \
 		-print_final_stats=1 -artifact_prefix="$dir/artifacts/"
