@@ -346,12 +346,9 @@ static int write_keys(struct apply *a)
 	struct plan *p = &a->plan;
 	for (int attempt = 0;; attempt++) {
 		char msg[256] = "";
-		struct safefile_stat before = p->keys.st;
 		int r = write_file(p->keys.path, p->keys.walk_uid, p->keys.walk_gid, p->keys.home, p->keys.dir_missing,
 				   p->keys.new, p->keys.new_len, p->keys.uid, p->keys.gid, p->keys.mode, &p->keys.st, msg,
 				   sizeof(msg));
-		if (swapped_in(&before, &p->keys.st) || p->keys.dir_missing)
-			mark_written(a, p->keys.path);
 		if (r != -EAGAIN)
 			return r < 0 ? result_fail(a->res, safefile_error_is_unsafe(r) ? ERR_UNSAFE_PATH : ERR_IO_ERROR,
 						   "cannot write %s: %s", p->keys.path, msg[0] ? msg : strerror(-r))
@@ -790,14 +787,15 @@ int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, e
 	}
 	struct result old;
 	result_init(&old);
-	if (journal_lookup(j, b.task_id, &old) == 0 && old.code == ERR_NONE) {
+	int found = journal_lookup(j, b.task_id, &old);
+	bool committed = found == 0 && old.code == ERR_NONE;
+	result_free(&old);
+	if (committed) {
 		/* Its SUCCESS was recorded: committed, only the backups were left. */
 		log_info("task %s had committed; dropping its backups", b.task_id);
-		result_free(&old);
 		backup_free(&b);
 		return journal_backup_clear(j);
 	}
-	result_free(&old);
 	bool sshd_touched = false;
 	int failed = restore_files(&b, &sshd_touched);
 	if (sshd_touched) {
@@ -817,8 +815,7 @@ int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, e
 	snprintf(res.task_id, sizeof(res.task_id), "%s", b.task_id);
 	result_set_server_id(&res, b.server_id ? b.server_id : "");
 	result_fail(&res, code, "%s", msg);
-	result_init(&old);
-	if (failed == 0 && journal_lookup(j, b.task_id, &old) == -ENOENT) {
+	if (failed == 0 && found == -ENOENT) {
 		journal_record(j, &res);
 		if (flags & APPLY_OUTBOX)
 			journal_outbox_put(j, &res);
@@ -827,7 +824,6 @@ int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, e
 		journal_backup_clear(j);
 	log_warnx("task %s was interrupted and %s", b.task_id,
 		  failed ? "could not be rolled back fully" : "has been rolled back");
-	result_free(&old);
 	result_free(&res);
 	backup_free(&b);
 	return failed ? -EIO : 0;

@@ -30,7 +30,7 @@ struct backup_file {
 	size_t len;
 	bool dir_created;	/* the task created the directory holding it */
 	bool sshd_config;	/* a file sshd reads: reload after restoring */
-	bool written;		/* the task wrote it (not kept on disk: after a crash, all count) */
+	bool written;		/* an sshd_config file the task wrote (in memory; after a crash all count; a key file tells by its text) */
 	char *ours;		/* a key file: what the task writes, to undo its edit alone */
 	size_t ours_len;
 };

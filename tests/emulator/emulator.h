@@ -167,6 +167,13 @@ int http_body_text(struct evhttp_request *req, struct buf *b);
 void http_reply(struct evhttp_request *req, int code, cJSON *json);
 void http_kps_error(struct evhttp_request *req, int code, const char *error_code, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
+/* An answer that refuses a call: the cloud's error code and message. */
+struct api_fault {
+	const char *code;
+	char msg[256];
+};
+/* Fills f and returns -EINVAL, for `return api_fault(f, ...)`. */
+int api_fault(struct api_fault *f, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 bool http_token_equal(const char *got, const char *want);
 /* Wipes every string in the tree before freeing it; j is a root (no
  * siblings), as for cJSON_Delete. */

@@ -198,6 +198,16 @@ void http_reply(struct evhttp_request *req, int code, cJSON *json)
 	evhttp_send_reply(req, code, NULL, NULL);
 }
 
+int api_fault(struct api_fault *f, const char *code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(f->msg, sizeof(f->msg), fmt, ap);
+	va_end(ap);
+	f->code = code;
+	return -EINVAL;
+}
+
 void http_kps_error(struct evhttp_request *req, int code, const char *error_code, const char *fmt, ...)
 {
 	char msg[512];

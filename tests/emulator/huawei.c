@@ -18,65 +18,49 @@ struct order {
 	enum task_kind kind;
 };
 
-struct fault {
-	const char *code;
-	char msg[256];
-};
-
-static int fault(struct fault *f, const char *code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fault(struct fault *f, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(f->msg, sizeof(f->msg), fmt, ap);
-	va_end(ap);
-	f->code = code;
-	return -EINVAL;
-}
-
-static void reply_fault(struct evhttp_request *req, const struct fault *f)
+static void reply_fault(struct evhttp_request *req, const struct api_fault *f)
 {
 	http_kps_error(req, 400, f->code, "%s", f->msg);
 }
 
 /* The seed's server object, checked loosely: the agent is the judge of
  * everything else, and the object reaches it as it came. */
-static int check_server(const cJSON *server, bool *has_auth, struct fault *f)
+static int check_server(const cJSON *server, bool *has_auth, struct api_fault *f)
 {
 	if (!cJSON_IsObject(server))
-		return fault(f, KPS_INVALID, "server must be an object");
+		return api_fault(f, KPS_INVALID, "server must be an object");
 	if (!http_json_is_name(cJSON_GetObjectItemCaseSensitive(server, "id")))
-		return fault(f, KPS_INVALID, "server.id must be 1-64 of [A-Za-z0-9._-]");
+		return api_fault(f, KPS_INVALID, "server.id must be 1-64 of [A-Za-z0-9._-]");
 	const cJSON *auth = cJSON_GetObjectItemCaseSensitive(server, "auth");
 	const cJSON *alias = cJSON_GetObjectItemCaseSensitive(server, "authentication");
 	if (auth && alias)
-		return fault(f, KPS_INVALID, "server.auth and server.authentication are the same field");
+		return api_fault(f, KPS_INVALID, "server.auth and server.authentication are the same field");
 	auth = auth ? auth : alias;
 	if (auth) {
 		if (!cJSON_IsObject(auth))
-			return fault(f, KPS_INVALID, "server.auth must be an object");
+			return api_fault(f, KPS_INVALID, "server.auth must be an object");
 		const cJSON *type = cJSON_GetObjectItemCaseSensitive(auth, "type");
 		const cJSON *key = cJSON_GetObjectItemCaseSensitive(auth, "key");
 		if ((type && !cJSON_IsString(type)) || (key && !cJSON_IsString(key)))
-			return fault(f, KPS_INVALID, "server.auth.type and server.auth.key must be strings");
+			return api_fault(f, KPS_INVALID, "server.auth.type and server.auth.key must be strings");
 	}
 	*has_auth = auth != NULL;
 	const cJSON *dp = cJSON_GetObjectItemCaseSensitive(server, "disable_password");
 	if (dp && !cJSON_IsBool(dp))
-		return fault(f, KPS_INVALID, "server.disable_password must be a boolean");
+		return api_fault(f, KPS_INVALID, "server.disable_password must be a boolean");
 	const cJSON *port = cJSON_GetObjectItemCaseSensitive(server, "port");
 	if (port && !cJSON_IsNumber(port))
-		return fault(f, KPS_INVALID, "server.port must be a number");
+		return api_fault(f, KPS_INVALID, "server.port must be a number");
 	return 0;
 }
 
-static int parse_associate(const cJSON *body, struct order *o, struct fault *f)
+static int parse_associate(const cJSON *body, struct order *o, struct api_fault *f)
 {
 	if (!cJSON_IsObject(body))
-		return fault(f, KPS_INVALID, "the body must be a JSON object");
+		return api_fault(f, KPS_INVALID, "the body must be a JSON object");
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(body, "keypair_name");
 	if (!http_json_is_name(name))
-		return fault(f, KPS_INVALID, "keypair_name must be 1-64 of [A-Za-z0-9._-]");
+		return api_fault(f, KPS_INVALID, "keypair_name must be 1-64 of [A-Za-z0-9._-]");
 	const cJSON *server = cJSON_GetObjectItemCaseSensitive(body, "server");
 	bool has_auth = false;
 	int r = check_server(server, &has_auth, f);
@@ -84,20 +68,20 @@ static int parse_associate(const cJSON *body, struct order *o, struct fault *f)
 		return r;
 	o->kp = store_keypair_by_name(name->valuestring);
 	if (!o->kp)
-		return fault(f, KPS_NO_KEYPAIR, "key pair %s does not exist", name->valuestring);
+		return api_fault(f, KPS_NO_KEYPAIR, "key pair %s does not exist", name->valuestring);
 	o->server = server;
 	o->server_id = cJSON_GetObjectItemCaseSensitive(server, "id")->valuestring;
 	o->kind = has_auth ? TASK_REPLACE : TASK_RESET;
 	return 0;
 }
 
-static int parse_disassociate(const cJSON *body, struct order *o, struct fault *f)
+static int parse_disassociate(const cJSON *body, struct order *o, struct api_fault *f)
 {
 	if (!cJSON_IsObject(body))
-		return fault(f, KPS_INVALID, "the body must be a JSON object");
+		return api_fault(f, KPS_INVALID, "the body must be a JSON object");
 	const cJSON *name = cJSON_GetObjectItemCaseSensitive(body, "keypair_name");
 	if (name && !http_json_is_name(name))
-		return fault(f, KPS_INVALID, "keypair_name must be 1-64 of [A-Za-z0-9._-]");
+		return api_fault(f, KPS_INVALID, "keypair_name must be 1-64 of [A-Za-z0-9._-]");
 	const cJSON *server = cJSON_GetObjectItemCaseSensitive(body, "server");
 	bool has_auth = false;
 	int r = check_server(server, &has_auth, f);
@@ -133,17 +117,17 @@ static cJSON *task_body(const char *task_id, const struct order *o)
 }
 
 /* Queues one task per order, wakes the servers' polls, fills ids[]. */
-static int queue_orders(const struct order *o, size_t n, char (*ids)[UUID_LEN + 1], struct fault *f)
+static int queue_orders(const struct order *o, size_t n, char (*ids)[UUID_LEN + 1], struct api_fault *f)
 {
 	if (store_reserve(n) < 0)
-		return fault(f, KPS_FULL, "too many tasks in the emulator (at most %d)", TASKS_MAX);
+		return api_fault(f, KPS_FULL, "too many tasks in the emulator (at most %d)", TASKS_MAX);
 	struct task *tasks[BATCH_MAX];
 	for (size_t i = 0; i < n; i++) {
 		int r = store_uuid(ids[i]);
 		cJSON *body = r < 0 ? NULL : task_body(ids[i], &o[i]);
 		r = body ? store_task_add(ids[i], o[i].server_id, o[i].kind, body, &tasks[i]) : -ENOMEM;
 		if (r == -ENOSPC)
-			return fault(f, KPS_FULL, "too many servers in the emulator (at most %d)", SERVERS_MAX);
+			return api_fault(f, KPS_FULL, "too many servers in the emulator (at most %d)", SERVERS_MAX);
 		if (r < 0)
 			return -ENOMEM;
 	}
@@ -152,7 +136,7 @@ static int queue_orders(const struct order *o, size_t n, char (*ids)[UUID_LEN + 
 	return 0;
 }
 
-static void reply_queued(struct evhttp_request *req, int r, const struct fault *f, cJSON *answer)
+static void reply_queued(struct evhttp_request *req, int r, const struct api_fault *f, cJSON *answer)
 {
 	if (r == -EINVAL) {
 		cJSON_Delete(answer);
@@ -167,7 +151,7 @@ static void reply_queued(struct evhttp_request *req, int r, const struct fault *
 
 static void do_single(struct evhttp_request *req, cJSON *body, bool associate)
 {
-	struct fault f = { 0 };
+	struct api_fault f = { 0 };
 	struct order o = { 0 };
 	char id[1][UUID_LEN + 1];
 	int r = associate ? parse_associate(body, &o, &f) : parse_disassociate(body, &o, &f);
@@ -181,14 +165,14 @@ static void do_single(struct evhttp_request *req, cJSON *body, bool associate)
 	reply_queued(req, r, &f, answer);
 }
 
-static int parse_batch(const cJSON *body, struct order *o, size_t *n, struct fault *f)
+static int parse_batch(const cJSON *body, struct order *o, size_t *n, struct api_fault *f)
 {
 	const cJSON *list = cJSON_IsObject(body) ? cJSON_GetObjectItemCaseSensitive(body, "batch_keypairs") : NULL;
 	if (!cJSON_IsArray(list))
-		return fault(f, KPS_INVALID, "batch_keypairs must be an array");
+		return api_fault(f, KPS_INVALID, "batch_keypairs must be an array");
 	int count = cJSON_GetArraySize(list);
 	if (count < 1 || count > BATCH_MAX)
-		return fault(f, KPS_INVALID, "batch_keypairs holds 1 to %d entries, not %d", BATCH_MAX, count);
+		return api_fault(f, KPS_INVALID, "batch_keypairs holds 1 to %d entries, not %d", BATCH_MAX, count);
 	*n = 0;
 	const cJSON *e;
 	cJSON_ArrayForEach(e, list) {
@@ -196,11 +180,11 @@ static int parse_batch(const cJSON *body, struct order *o, size_t *n, struct fau
 		if (r < 0)
 			return r;
 		if (o[*n].kp != o[0].kp)
-			return fault(f, KPS_INVALID, "a batch associates one key pair, not %s and %s",
+			return api_fault(f, KPS_INVALID, "a batch associates one key pair, not %s and %s",
 				     o[0].kp->name, o[*n].kp->name);
 		for (size_t i = 0; i < *n; i++)
 			if (streq(o[i].server_id, o[*n].server_id))
-				return fault(f, KPS_INVALID, "server %s is in the batch twice", o[i].server_id);
+				return api_fault(f, KPS_INVALID, "server %s is in the batch twice", o[i].server_id);
 		(*n)++;
 	}
 	return 0;
@@ -226,7 +210,7 @@ static cJSON *batch_answer(const struct order *o, size_t n, char (*ids)[UUID_LEN
 
 static void do_batch(struct evhttp_request *req, cJSON *body)
 {
-	struct fault f = { 0 };
+	struct api_fault f = { 0 };
 	struct order o[BATCH_MAX] = { 0 };
 	char ids[BATCH_MAX][UUID_LEN + 1];
 	size_t n = 0;

@@ -15,25 +15,8 @@
 #define PARAMS_MAX 512
 #define LIST_INDEX_MAX 1000000
 
-struct cvm_fault {
-	const char *code;
-	char msg[256];
-};
-
-static int cvm_fault(struct cvm_fault *f, const char *code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-static int cvm_fault(struct cvm_fault *f, const char *code, const char *fmt, ...)
-{
-	va_list ap;
-	va_start(ap, fmt);
-	vsnprintf(f->msg, sizeof(f->msg), fmt, ap);
-	va_end(ap);
-	f->code = code;
-	return -EINVAL;
-}
-
 /* err NULL: success. */
-static void cvm_reply(struct evhttp_request *req, const struct cvm_fault *err)
+static void cvm_reply(struct evhttp_request *req, const struct api_fault *err)
 {
 	char request_id[UUID_LEN + 1];
 	if (store_uuid(request_id) < 0)
@@ -55,7 +38,7 @@ static void cvm_reply(struct evhttp_request *req, const struct cvm_fault *err)
 }
 
 /* Query and form body, as one list of unique parameters. */
-static int cvm_params(struct evhttp_request *req, struct evkeyvalq *q, struct cvm_fault *f)
+static int cvm_params(struct evhttp_request *req, struct evkeyvalq *q, struct api_fault *f)
 {
 	TAILQ_INIT(q);
 	_cleanup_buf_ struct buf all = { 0 };
@@ -66,25 +49,25 @@ static int cvm_params(struct evhttp_request *req, struct evkeyvalq *q, struct cv
 	if (evhttp_request_get_command(req) == EVHTTP_REQ_POST) {
 		_cleanup_(buf_wipe) struct buf body = { 0 };
 		if (http_body_text(req, &body) < 0)
-			return cvm_fault(f, "InvalidParameter", "the body is not form-encoded text");
+			return api_fault(f, "InvalidParameter", "the body is not form-encoded text");
 		const char *ct = evhttp_find_header(evhttp_request_get_input_headers(req), "Content-Type");
 		const char *form = "application/x-www-form-urlencoded";
 		if (body.len > 0 && (!ct || strncasecmp(ct, form, strlen(form)) != 0))
-			return cvm_fault(f, "InvalidParameter", "a POST body must be %s", form);
+			return api_fault(f, "InvalidParameter", "a POST body must be %s", form);
 		if (body.len > 0 && ((all.len && buf_puts(&all, "&") < 0) || buf_puts(&all, body.data) < 0))
 			return -ENOMEM;
 	}
 	if (all.len > 0 && evhttp_parse_query_str(all.data, q) < 0)
-		return cvm_fault(f, "InvalidParameter", "the parameters are not key=value pairs");
+		return api_fault(f, "InvalidParameter", "the parameters are not key=value pairs");
 	size_t count = 0;
 	struct evkeyval *kv, *other;
 	TAILQ_FOREACH(kv, q, next)
 		if (++count > PARAMS_MAX)
-			return cvm_fault(f, "InvalidParameter", "more than %d parameters", PARAMS_MAX);
+			return api_fault(f, "InvalidParameter", "more than %d parameters", PARAMS_MAX);
 	TAILQ_FOREACH(kv, q, next)
 		for (other = TAILQ_NEXT(kv, next); other; other = TAILQ_NEXT(other, next))
 			if (streq(kv->key, other->key))
-				return cvm_fault(f, "InvalidParameter", "parameter %.64s given twice", kv->key);
+				return api_fault(f, "InvalidParameter", "parameter %.64s given twice", kv->key);
 	return 0;
 }
 
@@ -100,7 +83,7 @@ static int item_cmp(const void *a, const void *b)
 }
 
 /* PREFIX.1, PREFIX.2, ... in the order of N, 1 to CVM_LIST_MAX of them. */
-static int cvm_list(struct evkeyvalq *q, const char *prefix, const char **out, size_t *n, struct cvm_fault *f)
+static int cvm_list(struct evkeyvalq *q, const char *prefix, const char **out, size_t *n, struct api_fault *f)
 {
 	struct item items[PARAMS_MAX];
 	size_t count = 0, plen = strlen(prefix);
@@ -111,13 +94,13 @@ static int cvm_list(struct evkeyvalq *q, const char *prefix, const char **out, s
 		const char *digits = kv->key + plen + 1;
 		unsigned long index;
 		if (digits[0] == '0' || !http_parse_ulong(digits, LIST_INDEX_MAX, &index) || count >= PARAMS_MAX)
-			return cvm_fault(f, "InvalidParameter", "%.64s is not %s.N", kv->key, prefix);
+			return api_fault(f, "InvalidParameter", "%.64s is not %s.N", kv->key, prefix);
 		items[count++] = (struct item){ index, kv->value };
 	}
 	if (count == 0)
-		return cvm_fault(f, "MissingParameter", "%s.N is required", prefix);
+		return api_fault(f, "MissingParameter", "%s.N is required", prefix);
 	if (count > CVM_LIST_MAX)
-		return cvm_fault(f, "InvalidParameterValue.LimitExceeded", "at most %d %s, not %zu", CVM_LIST_MAX,
+		return api_fault(f, "InvalidParameterValue.LimitExceeded", "at most %d %s, not %zu", CVM_LIST_MAX,
 				 prefix, count);
 	qsort(items, count, sizeof(items[0]), item_cmp);
 	for (size_t i = 0; i < count; i++)
@@ -134,29 +117,29 @@ struct cvm_call {
 	size_t n_keys;
 };
 
-static int cvm_parse(struct evkeyvalq *q, struct cvm_call *c, struct cvm_fault *f)
+static int cvm_parse(struct evkeyvalq *q, struct cvm_call *c, struct api_fault *f)
 {
 	const char *action = evhttp_find_header(q, "Action");
 	if (!action)
-		return cvm_fault(f, "MissingParameter", "Action is required");
+		return api_fault(f, "MissingParameter", "Action is required");
 	if (!streq(action, "AssociateInstancesKeyPairs") && !streq(action, "DisassociateInstancesKeyPairs"))
-		return cvm_fault(f, "InvalidAction", "action %.64s is not supported", action);
+		return api_fault(f, "InvalidAction", "action %.64s is not supported", action);
 	c->associate = streq(action, "AssociateInstancesKeyPairs");
 
 	const char *force = evhttp_find_header(q, "ForceStop");
 	if (force && strcasecmp(force, "TRUE") != 0 && strcasecmp(force, "FALSE") != 0)
-		return cvm_fault(f, "InvalidParameterValue", "ForceStop is TRUE or FALSE");
+		return api_fault(f, "InvalidParameterValue", "ForceStop is TRUE or FALSE");
 
 	int r = cvm_list(q, "InstanceIds", c->instances, &c->n_instances, f);
 	if (r < 0)
 		return r;
 	for (size_t i = 0; i < c->n_instances; i++) {
 		if (!str_is_token(c->instances[i], NAME_MAX_LEN))
-			return cvm_fault(f, "InvalidInstanceId.Malformed", "instance id %.64s is malformed",
+			return api_fault(f, "InvalidInstanceId.Malformed", "instance id %.64s is malformed",
 					 c->instances[i]);
 		for (size_t j = 0; j < i; j++)
 			if (streq(c->instances[i], c->instances[j]))
-				return cvm_fault(f, "InvalidParameterValue", "instance %s listed twice", c->instances[i]);
+				return api_fault(f, "InvalidParameterValue", "instance %s listed twice", c->instances[i]);
 	}
 
 	const char *ids[CVM_LIST_MAX];
@@ -165,13 +148,13 @@ static int cvm_parse(struct evkeyvalq *q, struct cvm_call *c, struct cvm_fault *
 		return r;
 	for (size_t i = 0; i < c->n_keys; i++) {
 		if (!str_is_token(ids[i], NAME_MAX_LEN))
-			return cvm_fault(f, "InvalidKeyPairId.Malformed", "key pair id %.64s is malformed", ids[i]);
+			return api_fault(f, "InvalidKeyPairId.Malformed", "key pair id %.64s is malformed", ids[i]);
 		c->keys[i] = store_keypair_find(ids[i]);
 		if (!c->keys[i])
-			return cvm_fault(f, "InvalidKeyPairId.NotFound", "key pair %s does not exist", ids[i]);
+			return api_fault(f, "InvalidKeyPairId.NotFound", "key pair %s does not exist", ids[i]);
 		for (size_t j = 0; j < i; j++)
 			if (c->keys[i] == c->keys[j])
-				return cvm_fault(f, "InvalidParameterValue", "key pair %s listed twice", ids[i]);
+				return api_fault(f, "InvalidParameterValue", "key pair %s listed twice", ids[i]);
 	}
 	return 0;
 }
@@ -202,10 +185,10 @@ static cJSON *cvm_task_body(const char *task_id, const struct cvm_call *c, const
 	return t;
 }
 
-static int cvm_queue(const struct cvm_call *c, struct cvm_fault *f)
+static int cvm_queue(const struct cvm_call *c, struct api_fault *f)
 {
 	if (store_reserve(c->n_instances) < 0)
-		return cvm_fault(f, "LimitExceeded", "too many tasks in the emulator (at most %d)", TASKS_MAX);
+		return api_fault(f, "LimitExceeded", "too many tasks in the emulator (at most %d)", TASKS_MAX);
 	struct task *tasks[CVM_LIST_MAX];
 	for (size_t i = 0; i < c->n_instances; i++) {
 		char id[UUID_LEN + 1];
@@ -214,10 +197,10 @@ static int cvm_queue(const struct cvm_call *c, struct cvm_fault *f)
 		r = body ? store_task_add(id, c->instances[i], c->associate ? TASK_RESET : TASK_UNBIND, body, &tasks[i])
 			 : -ENOMEM;
 		if (r == -ENOSPC)
-			return cvm_fault(f, "LimitExceeded", "too many servers in the emulator (at most %d)",
+			return api_fault(f, "LimitExceeded", "too many servers in the emulator (at most %d)",
 					 SERVERS_MAX);
 		if (r < 0)
-			return cvm_fault(f, "InternalServerError", "out of memory");
+			return api_fault(f, "InternalServerError", "out of memory");
 	}
 	for (size_t i = 0; i < c->n_instances; i++)
 		agentapi_tasks_queued(tasks[i]->server);
@@ -226,14 +209,14 @@ static int cvm_queue(const struct cvm_call *c, struct cvm_fault *f)
 
 void tencent_handle(struct evhttp_request *req)
 {
-	struct cvm_fault f = { 0 };
+	struct api_fault f = { 0 };
 	enum evhttp_cmd_type m = evhttp_request_get_command(req);
 	const char *token = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
 	int r;
 	if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_POST)
-		r = cvm_fault(&f, "UnsupportedOperation", "GET or POST");
+		r = api_fault(&f, "UnsupportedOperation", "GET or POST");
 	else if (!http_token_equal(token, emu.opt.api_token))
-		r = cvm_fault(&f, "AuthFailure.TokenFailure", "X-Auth-Token is missing or wrong");
+		r = api_fault(&f, "AuthFailure.TokenFailure", "X-Auth-Token is missing or wrong");
 	else {
 		struct evkeyvalq q;
 		struct cvm_call c = { 0 };
@@ -243,7 +226,7 @@ void tencent_handle(struct evhttp_request *req)
 		if (r == 0)
 			r = cvm_queue(&c, &f);
 		if (r == -ENOMEM)
-			r = cvm_fault(&f, "InternalServerError", "out of memory");
+			r = api_fault(&f, "InternalServerError", "out of memory");
 		evhttp_clear_headers(&q);
 	}
 	cvm_reply(req, r < 0 ? &f : NULL);

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import subprocess
 import sys
 import time
@@ -30,6 +31,20 @@ class Failure(Exception):
 def check(cond, what):
     if not cond:
         raise Failure(what)
+
+
+def slow_reload(box, seconds):
+    """A reload command that takes a while: room to kill the agent or send
+    it a signal mid-task."""
+    path = os.path.join(box.dir, "slow-reload")
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\nsleep {seconds}\nkill -HUP $(cat {box.pidfile})\n")
+    os.chmod(path, 0o755)
+    with open(box.agent_config) as f:
+        conf = f.read()
+    with open(box.agent_config, "w") as f:
+        f.write(re.sub(r"(?m)^reload = .*$", f"reload = command:{path}", conf))
+    return path
 
 
 def snapshot(box):
@@ -564,16 +579,18 @@ def auth_with_sshd_stopped(box, agent):
         "auth": {"type": "password", "key": sb.TEST_PASSWORD}}), "SSHD_UNREACHABLE")
 
 
-def main():
+def run_main(cases, kept):
+    """`SCRIPT --list` names the cases; `SCRIPT AGENT NAME` runs one in a
+    sandbox of its own, kept on failure with kept(box) saying where to look."""
     if sys.argv[1:] == ["--list"]:
-        print("\n".join(CASES))
+        print("\n".join(cases))
         return 0
     agent, name = os.path.abspath(sys.argv[1]), sys.argv[2]
     sb.ensure_user()
     box = sb.Sandbox(name)
     ok = False
     try:
-        CASES[name](box, agent)
+        cases[name](box, agent)
         ok = True
     except Failure as e:
         print(f"FAIL {name}: {e}")
@@ -582,8 +599,12 @@ def main():
     if ok:
         print(f"PASS {name}")
     else:
-        print(f"sandbox kept in {box.dir}; sshd log: {box.log}")
+        print(f"sandbox kept in {box.dir}; {kept(box)}")
     return 0 if ok else 1
+
+
+def main():
+    return run_main(CASES, lambda box: f"sshd log: {box.log}")
 
 
 if __name__ == "__main__":

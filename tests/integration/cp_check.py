@@ -21,7 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sandbox as sb  # noqa: E402
-from cases import USER_LINE, Failure, check, reset_home  # noqa: E402
+from cases import USER_LINE, Failure, check, reset_home, run_main, slow_reload  # noqa: E402
 
 CASES = {}
 TOKEN = "cp-check-token-0123456789"
@@ -388,14 +388,7 @@ def sighup_mid_task(box, agent_exe):
     """SIGHUP while a task runs: the poller that took the task is gone when
     it finishes, and the new one still posts its result."""
     reset_home(box, USER_LINE)
-    slow = os.path.join(box.dir, "slow-reload")
-    with open(slow, "w") as f:
-        f.write(f"#!/bin/sh\nsleep 2\nkill -HUP $(cat {box.pidfile})\n")
-    os.chmod(slow, 0o755)
-    with open(box.agent_config) as f:
-        conf = f.read()
-    with open(box.agent_config, "w") as f:
-        f.write(re.sub(r"(?m)^reload = .*$", f"reload = command:{slow}", conf))
+    slow_reload(box, 2)
     cp = ControlPlane(box.server_id)
 
     def run(agent):
@@ -578,25 +571,7 @@ def tls_wrong_name(box, agent_exe):
 
 
 def main():
-    if sys.argv[1:] == ["--list"]:
-        print("\n".join(CASES))
-        return 0
-    agent, name = os.path.abspath(sys.argv[1]), sys.argv[2]
-    sb.ensure_user()
-    box = sb.Sandbox(name)
-    ok = False
-    try:
-        CASES[name](box, agent)
-        ok = True
-    except Failure as e:
-        print(f"FAIL {name}: {e}")
-    finally:
-        box.close(keep=not ok)
-    if ok:
-        print(f"PASS {name}")
-    else:
-        print(f"sandbox kept in {box.dir}; agent log: {os.path.join(box.dir, 'agent.log')}")
-    return 0 if ok else 1
+    return run_main(CASES, lambda box: f"agent log: {os.path.join(box.dir, 'agent.log')}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,6 @@ daemon and a real sshd on loopback, checked with the real ssh client.
 runs one."""
 
 import json
-import re
 import os
 import signal
 import socket
@@ -17,7 +16,7 @@ import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sandbox as sb  # noqa: E402
-from cases import USER_LINE, Failure, check, reset_home, snapshot  # noqa: E402
+from cases import USER_LINE, Failure, check, reset_home, slow_reload, snapshot  # noqa: E402
 
 CASES = {}
 API_TOKEN = "api-token-for-tests"
@@ -150,18 +149,6 @@ class Agent:
             out += chunk
         s.close()
         return [json.loads(l) for l in out.decode().splitlines()]
-
-
-def slow_reload(box, seconds):
-    """A reload command that takes a while: room to kill the agent mid-task."""
-    path = os.path.join(box.dir, "slow-reload")
-    with open(path, "w") as f:
-        f.write(f"#!/bin/sh\nsleep {seconds}\nkill -HUP $(cat {box.pidfile})\n")
-    os.chmod(path, 0o755)
-    with open(box.agent_config) as f:
-        conf = f.read()
-    with open(box.agent_config, "w") as f:
-        f.write(re.sub(r"(?m)^reload = .*$", f"reload = command:{path}", conf))
 
 
 @case
