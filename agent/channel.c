@@ -249,16 +249,21 @@ static int channel_client_lines(struct channel_client *cl)
 	struct evbuffer *in = bufferevent_get_input(cl->bev);
 	while (!channel_client_full(cl)) {
 		size_t avail = evbuffer_get_length(in);
+		if (avail == 0)
+			return 0;
 		struct evbuffer_ptr eol = evbuffer_search(in, "\n", 1, NULL);
-		/* The framer reads the last bytes ("\r\n") of a line it takes,
-		 * which fits in CHANNEL_LINE_MAX. */
-		size_t head = eol.pos >= 0 ? (size_t)eol.pos + 1 : avail;
-		if (head > CHANNEL_LINE_MAX)
-			head = CHANNEL_LINE_MAX;
-		const char *p = head ? (const char *)evbuffer_pullup(in, (ev_ssize_t)head) : "";
-		if (!p)
-			return -ENOMEM;
-		struct frame f = framer_next(&cl->framer, p, avail, eol.pos, cl->eof);
+		/* Only the line's last two bytes are copied out: making the
+		 * buffer contiguous would copy the task and free the old chunks
+		 * unwiped. */
+		char tail[2] = "";
+		size_t end = framer_line_end(avail, eol.pos);
+		size_t n = end < 2 ? 1 : 2;
+		struct evbuffer_ptr at;
+		if (evbuffer_ptr_set(in, &at, end - n, EVBUFFER_PTR_SET) < 0 ||
+		    evbuffer_copyout_from(in, &at, tail + 2 - n, n) != (ev_ssize_t)n)
+			return -EIO;
+		struct frame f = framer_next(&cl->framer, tail, avail, eol.pos, cl->eof);
+		explicit_bzero(tail, sizeof(tail));
 		int r = 0;
 		switch (f.kind) {
 		case FRAME_NEED_MORE:

@@ -6,21 +6,25 @@
 #include "task.h"
 #include "util.h"
 
-static struct frame line_frame(const struct framer *f, const char *head, size_t n)
+/* A line of n bytes whose last two are tail[0], tail[1]. */
+static struct frame line_frame(const struct framer *f, const char tail[2], size_t n)
 {
 	size_t len = n;
+	int last = 1;	/* tail[last] is the byte at len - 1 */
 	if (n > f->line_max)
 		return (struct frame){ .kind = FRAME_TOO_LONG, .take = n };
-	if (len > 0 && head[len - 1] == '\n')
+	if (len > 0 && tail[last] == '\n') {
 		len--;
-	if (len > 0 && head[len - 1] == '\r')
+		last--;
+	}
+	if (len > 0 && tail[last] == '\r')
 		len--;
 	if (len + 2 > f->line_max)
 		return (struct frame){ .kind = FRAME_TOO_LONG, .take = n };
 	return (struct frame){ .kind = len ? FRAME_LINE : FRAME_EMPTY, .take = n, .len = len };
 }
 
-struct frame framer_next(struct framer *f, const char *head, size_t avail, ssize_t eol, bool eof)
+struct frame framer_next(struct framer *f, const char tail[2], size_t avail, ssize_t eol, bool eof)
 {
 	if (avail == 0)
 		return (struct frame){ .kind = FRAME_NEED_MORE };
@@ -29,9 +33,9 @@ struct frame framer_next(struct framer *f, const char *head, size_t avail, ssize
 		return (struct frame){ .kind = FRAME_SKIP, .take = eol < 0 ? avail : (size_t)eol + 1 };
 	}
 	if (eol >= 0)
-		return line_frame(f, head, (size_t)eol + 1);
+		return line_frame(f, tail, (size_t)eol + 1);
 	if (eof && avail < f->line_max)
-		return line_frame(f, head, avail);
+		return line_frame(f, tail, avail);
 	if (avail < f->line_max)
 		return (struct frame){ .kind = FRAME_NEED_MORE };
 	/* No newline in a whole line's worth: answer now, drop the rest of

@@ -26,11 +26,18 @@ struct framer {
 	bool discarding;	/* inside a line too long to take */
 };
 
+/* Where the pending line ends: after its '\n' at eol, or at avail. */
+static inline size_t framer_line_end(size_t avail, ssize_t eol)
+{
+	return eol >= 0 ? (size_t)eol + 1 : avail;
+}
+
 /* What to do with the avail bytes at the head of the input. eol: the
  * offset of the first '\n' in them, or -1; eof: the client sent its last
- * byte. head: the first min(avail, line_max) bytes (only read for the
- * line's trailing "\r"). */
-struct frame framer_next(struct framer *f, const char *head, size_t avail, ssize_t eol, bool eof);
+ * byte. tail: the last two bytes before framer_line_end() (tail[1] the
+ * last; tail[0] unread for a one-byte line), for its "\r\n": the input
+ * itself is never read, so a caller need not make it contiguous. */
+struct frame framer_next(struct framer *f, const char tail[2], size_t avail, ssize_t eol, bool eof);
 
 /* Calls each for every element of the array "tasks" in a control plane's
  * answer: an object as compact JSON text (the callee may keep nothing of

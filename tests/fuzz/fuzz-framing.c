@@ -78,7 +78,11 @@ static void drain(struct framer *f, struct events *e, const uint8_t *s, size_t *
 		size_t avail = end - *pos;
 		const uint8_t *nl = memchr(s + *pos, '\n', avail);
 		ssize_t eol = nl ? nl - (s + *pos) : -1;
-		struct frame fr = framer_next(f, (const char *)s + *pos, avail, eol, eof);
+		size_t line_end = framer_line_end(avail, eol);
+		char tail[2] = "";
+		for (size_t k = line_end < 2 ? line_end : 2, i = 0; i < k; i++)
+			tail[2 - k + i] = (char)s[*pos + line_end - k + i];
+		struct frame fr = framer_next(f, tail, avail, eol, eof);
 		if (fr.kind == FRAME_NEED_MORE)
 			return;
 		fuzz_check(fr.take >= 1 && fr.take <= avail, "a frame takes between 1 and avail bytes");
