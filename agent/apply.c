@@ -832,7 +832,7 @@ int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, e
 static int with_journal(const struct config *cfg, struct journal *j, unsigned flags, struct result *res)
 {
 	char msg[256] = "";
-	int r = journal_open(cfg->state_dir, j, msg, sizeof(msg));
+	int r = journal_open(cfg->state_dir, cfg->results_keep, j, msg, sizeof(msg));
 	if (r < 0)
 		return result_fail(res, ERR_IO_ERROR, "%s", msg);
 	r = journal_lock(j, cfg->task_timeout_s * 1000);

@@ -76,6 +76,19 @@ static int set_task_timeout(struct config *c, const char *v, const char **why)
 	return parse_seconds(v, 5, 3600, &c->task_timeout_s, why);
 }
 
+static int set_results_keep(struct config *c, const char *v, const char **why)
+{
+	char *end;
+	errno = 0;
+	long n = strtol(v, &end, 10);
+	if (errno || end == v || *end || n < 0 || n > 1000000) {
+		*why = "must be a whole number from 0 to 1000000";
+		return -EINVAL;
+	}
+	c->results_keep = (size_t)n;
+	return 0;
+}
+
 static int set_sshd_binary(struct config *c, const char *v, const char **why)
 {
 	return set_abs_path(&c->sshd_binary, v, false, why);
@@ -204,6 +217,7 @@ static const struct config_key config_keys[] = {
 	{ "agent", "state_dir", set_state_dir },
 	{ "agent", "user", set_user },
 	{ "agent", "task_timeout", set_task_timeout },
+	{ "agent", "results_keep", set_results_keep },
 	{ "sshd", "binary", set_sshd_binary },
 	{ "sshd", "config", set_sshd_config },
 	{ "sshd", "reload", set_reload },
@@ -297,6 +311,7 @@ void config_init_defaults(struct config *cfg)
 		.state_dir = strdup("/var/lib/kps-agent"),
 		.user = strdup("root"),
 		.task_timeout_s = 60,
+		.results_keep = 1000,
 		.sshd_binary = strdup("/usr/sbin/sshd"),
 		.sshd_config = strdup("/etc/ssh/sshd_config"),
 		.reload = RELOAD_AUTO,

@@ -20,6 +20,7 @@ struct config {
 	char *state_dir;
 	char *user;
 	int task_timeout_s;		/* whole task, rollback included */
+	size_t results_keep;		/* acknowledged results kept, newest first */
 	/* [sshd] */
 	char *sshd_binary;
 	char *sshd_config;

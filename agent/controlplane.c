@@ -697,7 +697,7 @@ struct controlplane *controlplane_new(struct daemon *d)
 	/* journal_open initialises the struct first: closing it is right
 	 * even after a failure, which leaves what it opened open. */
 	p->journal_open = true;
-	if (journal_open(cfg->state_dir, &p->journal, msg, sizeof(msg)) < 0) {
+	if (journal_open(cfg->state_dir, cfg->results_keep, &p->journal, msg, sizeof(msg)) < 0) {
 		log_warnx("control plane: %s; not polling", msg);
 		return NULL;
 	}

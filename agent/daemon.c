@@ -201,7 +201,7 @@ static void worker_failed(struct daemon *d, enum error_code code, const char *wh
 	result_init(&res);
 	snprintf(res.task_id, sizeof(res.task_id), "%s", w->task_id);
 	result_set_server_id(&res, d->server_id ? d->server_id : "");
-	if (journal_open(d->cfg.state_dir, &j, msg, sizeof(msg)) == 0 && journal_lock(&j, 30000) == 0) {
+	if (journal_open(d->cfg.state_dir, d->cfg.results_keep, &j, msg, sizeof(msg)) == 0 && journal_lock(&j, 30000) == 0) {
 		apply_recover(&d->cfg, &j, flags, code, why);
 		if (!w->task_id[0] || journal_lookup(&j, w->task_id, &res) < 0) {
 			result_fail(&res, code, "%s", why);
@@ -503,7 +503,7 @@ static int daemon_recover(struct daemon *d)
 {
 	struct journal j;
 	char msg[256] = "";
-	int r = journal_open(d->cfg.state_dir, &j, msg, sizeof(msg));
+	int r = journal_open(d->cfg.state_dir, d->cfg.results_keep, &j, msg, sizeof(msg));
 	if (r < 0) {
 		log_warnx("%s", msg);
 		journal_close(&j);

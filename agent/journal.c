@@ -1,10 +1,11 @@
-/* results/<task_id>.json and inflight.json (the backups) in the state dir.
+/* results/<task_id>.json, outbox/<task_id>.json and inflight.json (the backups) in the state dir.
  * Everything written here is fsync'd before the agent acts on it. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
 #include <sys/stat.h>
+#include <time.h>
 
 #include "journal.h"
 
@@ -42,9 +43,9 @@ static int open_sub(struct journal *j, const char *name, struct safefile_dir *su
 	return st.st_uid == 0 && !(st.st_mode & 022) ? 0 : -EPERM;
 }
 
-int journal_open(const char *state_dir, struct journal *j, char *msg, size_t msglen)
+int journal_open(const char *state_dir, size_t keep, struct journal *j, char *msg, size_t msglen)
 {
-	*j = (struct journal){ .dir = SAFEFILE_DIR_INIT, .results = SAFEFILE_DIR_INIT, .outbox = SAFEFILE_DIR_INIT,
+	*j = (struct journal){ .keep = keep, .dir = SAFEFILE_DIR_INIT, .results = SAFEFILE_DIR_INIT, .outbox = SAFEFILE_DIR_INIT,
 			       .lock_fd = -1 };
 	int r = make_state_dir(state_dir);
 	if (r == 0)
@@ -92,6 +93,18 @@ static void result_name(const char *task_id, char *name, size_t size)
 	snprintf(name, size, "%s.json", task_id);
 }
 
+/* Results and the outbox are ordered by mtime, and the kernel stamps files
+ * with a clock that ticks every few ms: many records share a stamp. Each is
+ * stamped again with the precise time, so that oldest first is the order
+ * they were written in. */
+static int stamp(const struct safefile_dir *dir, const char *name)
+{
+	struct timespec ts[2];
+	clock_gettime(CLOCK_REALTIME, &ts[0]);
+	ts[1] = ts[0];
+	return utimensat(dir->fd, name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
+}
+
 int journal_lookup(struct journal *j, const char *task_id, struct result *res)
 {
 	char name[TASK_ID_MAX + 8];
@@ -108,35 +121,6 @@ int journal_lookup(struct journal *j, const char *task_id, struct result *res)
 	return result_from_json(text, len, res);
 }
 
-static int prune_results(struct journal *j)
-{
-	int fd = openat(j->results.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	size_t count = 0;
-	time_t oldest = 0;
-	char victim[NAME_MAX + 1] = "";
-	for (struct dirent *e; (e = readdir(d));) {
-		struct stat st;
-		if (e->d_name[0] == '.' || fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
-			continue;
-		count++;
-		if (!victim[0] || st.st_mtime < oldest) {
-			oldest = st.st_mtime;
-			snprintf(victim, sizeof(victim), "%s", e->d_name);
-		}
-	}
-	if (count > JOURNAL_MAX_RESULTS && victim[0])
-		unlinkat(fd, victim, 0);
-	closedir(d);
-	return 0;
-}
-
 int journal_record(struct journal *j, const struct result *res)
 {
 	char name[TASK_ID_MAX + 8];
@@ -147,9 +131,10 @@ int journal_record(struct journal *j, const struct result *res)
 		return -ENOMEM;
 	result_name(res->task_id, name, sizeof(name));
 	int r = safefile_replace(&j->results, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
-	/* The journal is bounded: each record past the cap drops the oldest. */
-	if (r == 0 && (res->task_id[0] % 16) == 0)
-		prune_results(j);
+	if (r == 0)
+		r = stamp(&j->results, name);
+	if (r == 0)
+		journal_prune(j, res->task_id);
 	return r;
 }
 
@@ -162,17 +147,18 @@ int journal_outbox_put(struct journal *j, const struct result *res)
 	if (!text)
 		return -ENOMEM;
 	result_name(res->task_id, name, sizeof(name));
-	return safefile_replace(&j->outbox, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
+	int r = safefile_replace(&j->outbox, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
+	return r < 0 ? r : stamp(&j->outbox, name);
 }
 
-struct outbox_entry {
+struct entry {
 	char *id;
 	struct timespec mtime;
 };
 
-static int outbox_cmp(const void *a, const void *b)
+static int entry_cmp(const void *a, const void *b)
 {
-	const struct outbox_entry *x = a, *y = b;
+	const struct entry *x = a, *y = b;
 	if (x->mtime.tv_sec != y->mtime.tv_sec)
 		return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
 	if (x->mtime.tv_nsec != y->mtime.tv_nsec)
@@ -180,9 +166,19 @@ static int outbox_cmp(const void *a, const void *b)
 	return strcmp(x->id, y->id);
 }
 
-int journal_outbox_list(struct journal *j, struct strv *ids)
+static void entries_free(struct entry *v, size_t n)
 {
-	int fd = openat(j->outbox.fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	for (size_t i = 0; i < n; i++)
+		free(v[i].id);
+	free(v);
+}
+
+/* The task ids stored in dir as <id>.json, oldest first. Any id the
+ * contract allows is a name here, "." and ".." and "-x" included; a temp
+ * file of safefile_replace never ends in .json. */
+static int list_entries(const struct safefile_dir *dir, struct entry **ret, size_t *ret_n)
+{
+	int fd = openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0)
 		return -errno;
 	DIR *d = fdopendir(fd);
@@ -190,35 +186,100 @@ int journal_outbox_list(struct journal *j, struct strv *ids)
 		close(fd);
 		return -errno;
 	}
-	struct outbox_entry *v = NULL;
+	struct entry *v = NULL;
 	size_t n = 0;
 	int r = 0;
 	for (struct dirent *e; r == 0 && (e = readdir(d));) {
 		size_t len = strlen(e->d_name);
+		char id[TASK_ID_MAX + 1];
 		struct stat st;
-		if (e->d_name[0] == '.' || len <= 5 || !streq(e->d_name + len - 5, ".json") ||
-		    fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0)
+		if (len <= 5 || len - 5 > TASK_ID_MAX || !streq(e->d_name + len - 5, ".json"))
 			continue;
-		struct outbox_entry *nv = realloc(v, (n + 1) * sizeof(*v));
+		snprintf(id, sizeof(id), "%.*s", (int)(len - 5), e->d_name);
+		if (!str_is_token(id, TASK_ID_MAX) || fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    !S_ISREG(st.st_mode))
+			continue;
+		struct entry *nv = realloc(v, (n + 1) * sizeof(*v));
 		if (!nv) {
 			r = -ENOMEM;
 			break;
 		}
 		v = nv;
-		v[n] = (struct outbox_entry){ strndup(e->d_name, len - 5), st.st_mtim };
+		v[n] = (struct entry){ strdup(id), st.st_mtim };
 		if (!v[n++].id)
 			r = -ENOMEM;
 	}
 	closedir(d);
-	if (r == 0 && n > 1)
-		qsort(v, n, sizeof(*v), outbox_cmp);
-	for (size_t i = 0; i < n; i++) {
-		if (r == 0 && v[i].id)
-			r = strv_push_take(ids, v[i].id);
-		else
-			free(v[i].id);
+	if (r < 0) {
+		entries_free(v, n);
+		return r;
 	}
-	free(v);
+	if (n > 1)
+		qsort(v, n, sizeof(*v), entry_cmp);
+	*ret = v;
+	*ret_n = n;
+	return 0;
+}
+
+static bool in_outbox(const struct journal *j, const char *task_id)
+{
+	char name[TASK_ID_MAX + 8];
+	struct stat st;
+	result_name(task_id, name, sizeof(name));
+	return fstatat(j->outbox.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+/* How many names dir holds, "." and ".." aside: cheap, no stat. */
+static size_t count_names(const struct safefile_dir *dir)
+{
+	int fd = openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	DIR *d = fd < 0 ? NULL : fdopendir(fd);
+	size_t n = 0;
+	if (!d) {
+		if (fd >= 0)
+			close(fd);
+		return SIZE_MAX;
+	}
+	for (struct dirent *e; (e = readdir(d));)
+		n += !streq(e->d_name, ".") && !streq(e->d_name, "..");
+	closedir(d);
+	return n;
+}
+
+int journal_prune(struct journal *j, const char *keep_id)
+{
+	struct entry *v = NULL;
+	size_t n = 0, acked = 0;
+	if (count_names(&j->results) <= j->keep)
+		return 0;
+	int r = list_entries(&j->results, &v, &n);
+	if (r < 0)
+		return r;
+	/* Newest first: the first results_keep acknowledged ones stay. */
+	for (size_t i = n; i-- > 0;) {
+		if (in_outbox(j, v[i].id))
+			continue;
+		if (++acked <= j->keep || (keep_id && streq(v[i].id, keep_id)))
+			continue;
+		char name[TASK_ID_MAX + 8];
+		result_name(v[i].id, name, sizeof(name));
+		if (unlinkat(j->results.fd, name, 0) < 0 && errno != ENOENT && r == 0)
+			r = -errno;
+	}
+	entries_free(v, n);
+	return r;
+}
+
+int journal_outbox_list(struct journal *j, struct strv *ids)
+{
+	struct entry *v = NULL;
+	size_t n = 0;
+	int r = list_entries(&j->outbox, &v, &n);
+	for (size_t i = 0; r == 0 && i < n; i++) {
+		r = strv_push_take(ids, v[i].id);
+		v[i].id = NULL;
+	}
+	entries_free(v, n);
 	return r;
 }
 
@@ -240,7 +301,11 @@ int journal_outbox_remove(struct journal *j, const char *task_id)
 {
 	char name[TASK_ID_MAX + 8];
 	result_name(task_id, name, sizeof(name));
-	return safefile_remove(&j->outbox, name);
+	int r = safefile_remove(&j->outbox, name);
+	/* An acknowledged result now counts against results_keep. */
+	if (r == 0)
+		journal_prune(j, NULL);
+	return r;
 }
 
 static cJSON *file_to_json(const struct backup_file *f)

@@ -7,13 +7,14 @@
 #include "safefile.h"
 #include "task.h"
 
-#define JOURNAL_MAX_RESULTS 10000
+#define JOURNAL_KEEP_DEFAULT 1000
 
 struct journal {
 	struct safefile_dir dir;	/* the state dir itself */
 	struct safefile_dir results;	/* results/<task_id>.json */
 	struct safefile_dir outbox;	/* outbox/<task_id>.json: not yet acknowledged */
 	int lock_fd;
+	size_t keep;			/* acknowledged results kept ([agent] results_keep) */
 };
 
 /* One file the task in hand touches, as it was before. */
@@ -42,15 +43,20 @@ struct backup {
 	size_t n;
 };
 
-int journal_open(const char *state_dir, struct journal *j, char *msg, size_t msglen);
+/* keep: acknowledged results kept, newest first ([agent] results_keep). */
+int journal_open(const char *state_dir, size_t keep, struct journal *j, char *msg, size_t msglen);
 void journal_close(struct journal *j);
 /* Waits for the lock, at most timeout_ms; -ETIMEDOUT after. */
 int journal_lock(struct journal *j, int timeout_ms);
 
 /* 0 and the recorded result, or -ENOENT. */
 int journal_lookup(struct journal *j, const char *task_id, struct result *res);
-/* Records the result durably (fsync) before anyone is told of it. */
+/* Records the result durably (fsync) before anyone is told of it, then
+ * prunes the journal. */
 int journal_record(struct journal *j, const struct result *res);
+/* Drops acknowledged results (not in the outbox) past the newest j->keep;
+ * keep_id (may be NULL), the result just recorded, is never dropped. */
+int journal_prune(struct journal *j, const char *keep_id);
 
 /* The outbox: results the control plane has not acknowledged yet, kept
  * (fsync'd) across restarts until journal_outbox_remove. */

@@ -35,7 +35,7 @@ static void test_open_creates_private_dir(void **s)
 	struct journal j;
 	char msg[256] = "";
 	struct stat st;
-	assert_int_equal(journal_open(state, &j, msg, sizeof(msg)), 0);
+	assert_int_equal(journal_open(state, JOURNAL_KEEP_DEFAULT, &j, msg, sizeof(msg)), 0);
 	assert_int_equal(stat(state, &st), 0);
 	assert_int_equal(st.st_mode & 07777, 0700);
 	journal_close(&j);
@@ -47,7 +47,7 @@ static void test_record_and_lookup(void **s)
 	struct journal j;
 	char msg[256] = "";
 	struct result res, got;
-	assert_int_equal(journal_open(state, &j, msg, sizeof(msg)), 0);
+	assert_int_equal(journal_open(state, JOURNAL_KEEP_DEFAULT, &j, msg, sizeof(msg)), 0);
 	result_init(&got);
 	assert_int_equal(journal_lookup(&j, "task-1", &got), -ENOENT);
 	result_init(&res);
@@ -67,13 +67,89 @@ static void test_record_and_lookup(void **s)
 	journal_close(&j);
 }
 
+static void record_ok(struct journal *j, const char *id)
+{
+	struct result res;
+	result_init(&res);
+	snprintf(res.task_id, sizeof(res.task_id), "%s", id);
+	result_set_server_id(&res, "vm-1");
+	assert_int_equal(journal_record(j, &res), 0);
+	result_free(&res);
+}
+
+static bool recorded(struct journal *j, const char *id)
+{
+	struct result got;
+	result_init(&got);
+	int r = journal_lookup(j, id, &got);
+	result_free(&got);
+	return r == 0;
+}
+
+/* Every id the contract allows is a result and an outbox entry, "." and
+ * ".." and ids that start with a dot or a dash among them. */
+static void test_any_id_round_trips(void **s)
+{
+	(void)s;
+	static const char *const ids[] = { ".", "..", "...", ".hidden", "-x", "_", "a.json", "A-z_0.9" };
+	struct journal j;
+	char msg[256] = "";
+	assert_int_equal(journal_open(state, JOURNAL_KEEP_DEFAULT, &j, msg, sizeof(msg)), 0);
+	for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+		struct result res;
+		result_init(&res);
+		snprintf(res.task_id, sizeof(res.task_id), "%s", ids[i]);
+		assert_int_equal(journal_record(&j, &res), 0);
+		assert_int_equal(journal_outbox_put(&j, &res), 0);
+		result_free(&res);
+		assert_true(recorded(&j, ids[i]));
+	}
+	_cleanup_strv_ struct strv listed = { 0 };
+	assert_int_equal(journal_outbox_list(&j, &listed), 0);
+	assert_int_equal(listed.n, ELEMENTSOF(ids));
+	for (size_t i = 0; i < ELEMENTSOF(ids); i++) {
+		assert_string_equal(listed.v[i], ids[i]);	/* oldest first */
+		assert_int_equal(journal_outbox_remove(&j, ids[i]), 0);
+	}
+	journal_close(&j);
+}
+
+/* Acknowledged results past results_keep go, oldest first, whatever their
+ * ids; results still in the outbox stay. */
+static void test_prune_keeps_newest(void **s)
+{
+	(void)s;
+	struct journal j;
+	char msg[256] = "";
+	char id[32];
+	assert_int_equal(journal_open(state, 3, &j, msg, sizeof(msg)), 0);
+	struct result pending;
+	result_init(&pending);
+	snprintf(pending.task_id, sizeof(pending.task_id), "pending");
+	assert_int_equal(journal_record(&j, &pending), 0);
+	assert_int_equal(journal_outbox_put(&j, &pending), 0);
+	for (int i = 0; i < 40; i++) {
+		snprintf(id, sizeof(id), "%c-%d", "a.-_Zz0"[i % 7], i);
+		record_ok(&j, id);
+	}
+	for (int i = 0; i < 40; i++) {
+		snprintf(id, sizeof(id), "%c-%d", "a.-_Zz0"[i % 7], i);
+		assert_int_equal(recorded(&j, id), i >= 37);
+	}
+	assert_true(recorded(&j, "pending"));
+	assert_int_equal(journal_outbox_remove(&j, "pending"), 0);
+	assert_false(recorded(&j, "pending"));	/* acknowledged and oldest */
+	result_free(&pending);
+	journal_close(&j);
+}
+
 static void test_lock_serialises(void **s)
 {
 	(void)s;
 	struct journal a, b;
 	char msg[256] = "";
-	assert_int_equal(journal_open(state, &a, msg, sizeof(msg)), 0);
-	assert_int_equal(journal_open(state, &b, msg, sizeof(msg)), 0);
+	assert_int_equal(journal_open(state, JOURNAL_KEEP_DEFAULT, &a, msg, sizeof(msg)), 0);
+	assert_int_equal(journal_open(state, JOURNAL_KEEP_DEFAULT, &b, msg, sizeof(msg)), 0);
 	assert_int_equal(journal_lock(&a, 1000), 0);
 	assert_int_equal(journal_lock(&b, 50), -ETIMEDOUT);
 	journal_close(&a);
@@ -87,7 +163,7 @@ static void test_backup_round_trip(void **s)
 	struct journal j;
 	char msg[256] = "";
 	struct backup b = { 0 }, got;
-	assert_int_equal(journal_open(state, &j, msg, sizeof(msg)), 0);
+	assert_int_equal(journal_open(state, JOURNAL_KEEP_DEFAULT, &j, msg, sizeof(msg)), 0);
 	assert_int_equal(journal_backup_read(&j, &got), -ENOENT);
 	snprintf(b.task_id, sizeof(b.task_id), "task-9");
 	b.server_id = strdup("vm-9");
@@ -134,6 +210,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_open_creates_private_dir),
 		cmocka_unit_test(test_record_and_lookup),
+		cmocka_unit_test(test_any_id_round_trips),
+		cmocka_unit_test(test_prune_keeps_newest),
 		cmocka_unit_test(test_lock_serialises),
 		cmocka_unit_test(test_backup_round_trip),
 	};
