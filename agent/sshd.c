@@ -201,16 +201,44 @@ int sshd_exec(char *const argv[], int timeout_ms, struct buf *out, char *msg, si
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+/* One `sshd -T -C SPEC`; lport 0 leaves the local port out of the spec. */
+static int query_once(const struct config *cfg, const char *user, int lport, struct buf *out, char *err,
+		      size_t errlen)
+{
+	char spec[320];
+	const char *addr = streq(cfg->address, "localhost") ? "127.0.0.1" : cfg->address;
+	int n = snprintf(spec, sizeof(spec), "user=%s,host=localhost,addr=%s,laddr=%s", user, addr, addr);
+	if (lport > 0)
+		snprintf(spec + n, sizeof(spec) - (size_t)n, ",lport=%d", lport);
+	char *argv[] = { cfg->sshd_binary, "-T", "-f", cfg->sshd_config, "-C", spec, NULL };
+	buf_free(out);
+	return sshd_exec(argv, SSHD_T_TIMEOUT_MS, out, err, errlen);
+}
+
+/* The port a Match LocalPort is judged for: sshd's own first Port. */
+static int query_lport(const struct config *cfg, const char *user, struct buf *out, char *err, size_t errlen)
+{
+	int r = query_once(cfg, user, 22, out, err, errlen);
+	if (r != 0)
+		return r;
+	struct sshd_settings s;
+	if (sshd_settings_parse(out->data ? out->data : "", out->len, &s) < 0)
+		return 0;
+	int port = s.ports[0];
+	sshd_settings_free(&s);
+	return port == 22 ? 0 : query_once(cfg, user, port, out, err, errlen);
+}
+
 int sshd_query(const struct config *cfg, const char *user, struct sshd_settings *s, struct buf *raw, char *msg,
 	       size_t msglen)
 {
-	char spec[256];
-	snprintf(spec, sizeof(spec), "user=%s,host=localhost,addr=%s", user,
-		 streq(cfg->address, "localhost") ? "127.0.0.1" : cfg->address);
-	char *argv[] = { cfg->sshd_binary, "-T", "-f", cfg->sshd_config, "-C", spec, NULL };
 	_cleanup_buf_ struct buf out = { 0 };
 	char err[256] = "";
-	int r = sshd_exec(argv, SSHD_T_TIMEOUT_MS, &out, err, sizeof(err));
+	int r = query_once(cfg, user, 0, &out, err, sizeof(err));
+	/* sshd -T wants lport in the spec when a Match LocalPort is there,
+	 * and the port is what the answer tells. */
+	if (r > 0 && strstr(err, "'lport' not in connection test specification"))
+		r = query_lport(cfg, user, &out, err, sizeof(err));
 	if (r == -ENOENT || access(cfg->sshd_binary, X_OK) < 0) {
 		snprintf(msg, msglen, "no sshd at %s", cfg->sshd_binary);
 		return -ENOENT;

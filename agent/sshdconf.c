@@ -554,12 +554,13 @@ static int arg_next(const char *s, size_t n, size_t *i, struct strv *out)
 	return strv_push_take(out, buf_take(&arg, NULL));
 }
 
-static int include_args(const struct line *l, size_t rest, struct strv *out)
+/* The arguments after the keyword, split as sshd's argv_split() splits a
+ * line: up to a '#' that starts a word. */
+static int line_args(const struct line *l, size_t rest, struct strv *out)
 {
 	const char *s = l->p + rest;
 	const char *nul = memchr(s, '\0', l->len - rest);
 	size_t n = nul ? (size_t)(nul - s) : l->len - rest;
-	size_t found = out->n;
 
 	/* sshd strips trailing whitespace, form feeds included, first. */
 	while (n > 0 && (is_space(s[n - 1]) || s[n - 1] == '\f'))
@@ -568,13 +569,28 @@ static int include_args(const struct line *l, size_t rest, struct strv *out)
 		while (i < n && (s[i] == ' ' || s[i] == '\t'))
 			i++;
 		if (i >= n || s[i] == '#')
-			break;
+			return 0;
 		int r = arg_next(s, n, &i, out);
 		if (r < 0)
 			return r;
 	}
-	/* sshd refuses an Include without a file. */
-	return out->n > found ? 0 : -EBADMSG;
+}
+
+int sshdconf_next(const char *text, size_t len, size_t *pos, struct sshdconf_directive *d)
+{
+	struct line l;
+	strv_free(&d->args);
+	while (line_next(text, len, pos, &l)) {
+		size_t rest;
+		d->line++;
+		struct token kw = line_keyword(&l, &rest, d->keyword);
+		if (kw.len == 0)
+			continue;
+		d->keyword[kw.len] = '\0';
+		int r = line_args(&l, rest, &d->args);
+		return r < 0 ? r : 1;
+	}
+	return 0;
 }
 
 /* Moves every string of add to the end of out, or none of them. */
@@ -597,19 +613,24 @@ static int strv_extend_take(struct strv *out, struct strv *add)
 int sshdconf_includes(const char *text, size_t len, struct strv *out)
 {
 	_cleanup_strv_ struct strv found = { 0 };
+	struct sshdconf_directive d = { 0 };
 	size_t pos = 0;
-	struct line l;
+	int r;
 
 	if (!out || (!text && len))
 		return -EINVAL;
-	while (line_next(text, len, &pos, &l)) {
-		size_t rest;
-		char kw[KEYWORD_MAX];
-		if (!token_is(line_keyword(&l, &rest, kw), "Include"))
+	while ((r = sshdconf_next(text, len, &pos, &d)) > 0) {
+		if (strcasecmp(d.keyword, "Include") != 0)
 			continue;
-		int r = include_args(&l, rest, &found);
-		if (r < 0)
-			return r;
+		/* sshd refuses an Include without a file. */
+		int e = d.args.n ? 0 : -EBADMSG;
+		for (size_t i = 0; e == 0 && i < d.args.n; i++)
+			e = strv_push(&found, d.args.v[i]);
+		if (e < 0) {
+			r = e;
+			break;
+		}
 	}
-	return strv_extend_take(out, &found);
+	strv_free(&d.args);
+	return r < 0 ? r : strv_extend_take(out, &found);
 }

@@ -38,6 +38,22 @@ int sshdconf_block_write(const char *text, size_t len, const struct sshdconf_blo
  * line was disabled. */
 int sshdconf_disable_ports(const char *text, size_t len, char **ret, size_t *ret_len, bool *changed);
 
+#define SSHDCONF_KEYWORD_MAX 64
+
+/* One directive as sshd reads it: the keyword (as written), and its
+ * arguments split the way sshd splits them (quotes, backslashes, a '#'
+ * word ends the line). */
+struct sshdconf_directive {
+	unsigned line;		/* 1-based */
+	char keyword[SSHDCONF_KEYWORD_MAX];
+	struct strv args;
+};
+
+/* The next directive from *pos on (start with *pos = 0 and d zeroed); 1
+ * with d filled, 0 at the end, -EBADMSG on an unmatched quote. The caller
+ * frees d->args (strv_free) when done. */
+int sshdconf_next(const char *text, size_t len, size_t *pos, struct sshdconf_directive *d);
+
 /* The Include directives' arguments, in order, as written (globs,
  * relative or absolute), appended to out. */
 int sshdconf_includes(const char *text, size_t len, struct strv *out);

@@ -3,6 +3,7 @@
 checked with the real ssh client. `cases.py --list` names them (meson
 registers one test per name); `cases.py AGENT NAME` runs one."""
 
+import grp
 import hashlib
 import json
 import os
@@ -233,6 +234,78 @@ def match_block_overrides(box, agent):
     unchanged_after(box2, agent, box2.task(keypair_name="kp1", public_key=box2.keys.pub("a"),
                                            server={"disable_password": True}), "SSHD_CONFIG_INVALID")
     check(box2.login_password(), "password login broken")
+
+
+def match_line(path, text):
+    """The 1-based line of text in the file at path."""
+    with open(path) as f:
+        return f.read().splitlines().index(text) + 1
+
+
+@case
+def match_blocks_for_other_clients(box, agent):
+    """Issue 11.2: a Match block that only other clients meet (the probe
+    sees loopback alone) still breaks the promise: refused, naming the file
+    and line of the block, nothing changed. Each block here applies to the
+    user from some client but not from 127.0.0.1."""
+    group = grp.getgrgid(pwd.getpwnam(box.user).pw_gid).gr_name
+    blocks = [
+        ("Match Address *,!127.0.0.1", "PasswordAuthentication yes", {"disable_password": True}),
+        ("Match Address 10.0.0.0/8", "PasswordAuthentication yes", {"disable_password": True}),
+        ("Match Host *.example.com", "KbdInteractiveAuthentication yes", {"disable_password": True}),
+        ("Match LocalAddress 192.0.2.1 User *", "ChallengeResponseAuthentication yes", {"disable_password": True}),
+        (f"Match Group {group} Address 192.0.2.0/24", "PasswordAuthentication yes", {"disable_password": True}),
+        ("Match RDomain other", "PasswordAuthentication yes", {"disable_password": True}),
+        ("Match User kps*,!root Address 2001:db8::/32", "PasswordAuthentication no", {"disable_password": False}),
+    ]
+    for i, (match, setting, server) in enumerate(blocks):
+        b = box.reconfigure(extra_sshd=f"{match}\n\t{setting}\n")
+        reset_home(b, USER_LINE)
+        res = unchanged_after(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a"), server=server),
+                              "SSHD_CONFIG_INVALID")
+        where = f"{b.sshd_config} line {match_line(b.sshd_config, match)}"
+        check(where in res["error_msg"], f"{match}: the message does not name {where}: {res}")
+        check(b.login_password(), f"{match}: password login broken")
+    # The same from an Include'd drop-in, and a disassociate whose restored
+    # password login some clients would not get.
+    b = box.reconfigure(dropin="Match Address 203.0.113.0/24\n  PasswordAuthentication no\n")
+    reset_home(b, USER_LINE)
+    res = unchanged_after(b, agent, b.task("disassociate"), "SSHD_CONFIG_INVALID")
+    dropin = os.path.join(b.dropins, "50-cloud-init.conf")
+    check(f"{dropin} line 1" in res["error_msg"], f"the drop-in is not named: {res}")
+
+
+@case
+def match_blocks_that_cannot_apply(box, agent):
+    """Blocks that cannot apply to the user from any client, or agree with
+    the order, leave the task alone."""
+    other_port = sb.free_port()
+    blocks = [
+        "Match User nobody,root\n\tPasswordAuthentication yes\n",
+        "Match User *,!kpstest\n\tPasswordAuthentication yes\n",
+        "Match Address !10.0.0.1\n\tPasswordAuthentication yes\n",   # negation alone never matches
+        f"Match LocalPort {other_port}\n\tPasswordAuthentication yes\n",
+        "Match Group nogroup-kps\n\tKbdInteractiveAuthentication yes\n",
+        "Match Address *\n\tPasswordAuthentication no\n",
+    ]
+    for extra in blocks:
+        b = box.reconfigure(extra_sshd=extra)
+        reset_home(b, USER_LINE)
+        expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a"), server={"disable_password": True}))
+        check(not b.login_password(), f"{extra!r}: password login still on")
+
+
+@case
+def match_local_port_of_new_port(box, agent):
+    """A Match LocalPort block for the port the task moves sshd to applies
+    afterwards, although sshd -T for today's port does not show it."""
+    new_port = sb.free_port()
+    b = box.reconfigure(extra_sshd=f"Match LocalPort {new_port}\n\tPasswordAuthentication yes\n")
+    reset_home(b, USER_LINE)
+    res = unchanged_after(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a"),
+                                           server={"disable_password": True, "port": new_port}), "SSHD_CONFIG_INVALID")
+    check(f"line {match_line(b.sshd_config, f'Match LocalPort {new_port}')}" in res["error_msg"], f"{res}")
+    check(b.login_password(), "password login broken")
 
 
 @case
