@@ -314,7 +314,7 @@ static int replan_keys(struct apply *a)
 {
 	struct plan *p = &a->plan;
 	plan_keys_reset(p);
-	if (plan_keys(p, &a->sshd, a->task, a->replaced->type ? a->replaced : NULL, a->res) < 0)
+	if (plan_keys(p, a->cfg, &a->sshd, a->task, a->replaced->type ? a->replaced : NULL, a->res) < 0)
 		return -1;
 	for (size_t i = 0; i < a->backup.n; i++) {
 		struct backup_file *f = &a->backup.files[i];
@@ -728,7 +728,7 @@ static int prepare(struct apply *a, const char *server_id, struct pubkey *replac
 	if (t->auth_type != AUTH_NONE && prove_credential(a, replaced) < 0)
 		return -1;
 	step_done(a, STEP_PROVE);
-	if (plan_keys(&a->plan, &a->sshd, t, replaced->type ? replaced : NULL, a->res) < 0)
+	if (plan_keys(&a->plan, a->cfg, &a->sshd, t, replaced->type ? replaced : NULL, a->res) < 0)
 		return -1;
 	r = plan_sshd_config(&a->plan, a->cfg, &a->sshd, t, a->res);
 	step_done(a, STEP_PLAN);

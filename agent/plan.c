@@ -182,17 +182,172 @@ static int edit_keys(struct plan *p, const struct task *t, const struct pubkey *
 		     : 0;
 }
 
-int plan_keys(struct plan *p, const struct sshd_settings *s, const struct task *t, const struct pubkey *replaced,
-	      struct result *res)
+static int add_conf(struct plan *p, const char *path, struct result *res);
+static ssize_t conf_index(struct plan *p, const char *path, struct result *res);
+
+/* What sshd's tilde_expand_filename() makes of an argument at parse time:
+ * "~" is the home of the user sshd runs as (root), "~name" that user's. */
+static char *tilde_expand(const char *arg)
+{
+	if (arg[0] != '~')
+		return strdup(arg);
+	const char *slash = strchr(arg, '/');
+	size_t n = slash ? (size_t)(slash - arg) - 1 : strlen(arg) - 1;
+	char name[256];
+	struct passwd pw, *found = NULL;
+	char buf[4096];
+	if (n >= sizeof(name))
+		return NULL;
+	memcpy(name, arg + 1, n);
+	name[n] = '\0';
+	if ((n ? getpwnam_r(name, &pw, buf, sizeof(buf), &found) : getpwuid_r(0, &pw, buf, sizeof(buf), &found)) != 0 ||
+	    !found)
+		return NULL;
+	char *out = NULL;
+	return asprintf(&out, "%s%s", pw.pw_dir, slash ? slash : "") < 0 ? NULL : out;
+}
+
+/* Does an AuthorizedKeysFile line of the config, split and expanded as
+ * sshd does it, print as value? */
+static bool line_prints_as(const struct strv *args, const char *value)
+{
+	_cleanup_buf_ struct buf b = { 0 };
+	for (size_t i = 0; i < args->n; i++) {
+		_cleanup_free_ char *e = tilde_expand(args->v[i]);
+		if (!e || (i && buf_append(&b, " ", 1) < 0) || buf_puts(&b, e) < 0)
+			return false;
+	}
+	return b.data && streq(b.data, value);
+}
+
+/* NOLINTNEXTLINE(misc-no-recursion): depth <= PLAN_INCLUDE_DEPTH */
+static int find_keys_line(struct plan *p, size_t index, int depth, const char *value, struct strv *out,
+			  struct result *res)
+{
+	struct sshdconf_directive d = { 0 };
+	size_t pos = 0;
+	int r;
+	while (depth <= PLAN_INCLUDE_DEPTH &&
+	       (r = sshdconf_next(p->conf[index].old, p->conf[index].old_len, &pos, &d)) > 0) {
+		if (!strcasecmp(d.keyword, "AuthorizedKeysFile") && line_prints_as(&d.args, value)) {
+			for (size_t i = 0; r >= 0 && i < d.args.n; i++)
+				r = strv_push_take(out, tilde_expand(d.args.v[i]));
+			break;
+		}
+		if (strcasecmp(d.keyword, "Include") != 0)
+			continue;
+		for (size_t i = 0; out->n == 0 && i < d.args.n; i++) {
+			char pattern[PATH_MAX];
+			const char *a = d.args.v[i];
+			glob_t g = { 0 };
+			snprintf(pattern, sizeof(pattern), "%s%s%s", a[0] == '/' ? "" : SSHD_SYSCONFDIR, a[0] == '/' ? "" : "/", a);
+			if (glob(pattern, 0, NULL, &g) != 0)
+				g.gl_pathc = 0;
+			for (size_t k = 0; out->n == 0 && k < g.gl_pathc; k++) {
+				ssize_t at = conf_index(p, g.gl_pathv[k], res);
+				if (at >= 0)
+					find_keys_line(p, (size_t)at, depth + 1, value, out, res);
+			}
+			globfree(&g);
+		}
+		if (out->n)
+			break;
+	}
+	strv_free(&d.args);
+	return out->n ? 0 : -ENOENT;
+}
+
+/* The AuthorizedKeysFile entries as sshd split them. sshd -T joins them
+ * with spaces, so a quoted path with a space in it reads like two paths:
+ * the config line that prints as the answer says which it is. */
+static int keys_entries(struct plan *p, const struct config *cfg, const char *value, struct strv *out)
+{
+	/* A config file that cannot be read leaves the answer as printed. */
+	struct result scratch;
+	result_init(&scratch);
+	ssize_t top = strchr(value, ' ') ? conf_index(p, cfg->sshd_config, &scratch) : -1;
+	int r = top >= 0 ? find_keys_line(p, (size_t)top, 0, value, out, &scratch) : -ENOENT;
+	result_free(&scratch);
+	if (r == 0)
+		return 0;
+	strv_free(out);
+	_cleanup_free_ char *copy = strdup(value);
+	char *save = NULL;
+	if (!copy)
+		return -ENOMEM;
+	for (char *w = strtok_r(copy, " ", &save); w; w = strtok_r(NULL, " ", &save))
+		if (strv_push(out, w) < 0)
+			return -ENOMEM;
+	return 0;
+}
+
+/* Lexically, with "." and ".." taken out: is path inside dir? */
+static bool path_under(const char *path, const char *dir)
+{
+	char norm[PATH_MAX];
+	size_t n = 0;
+	_cleanup_free_ char *copy = strdup(path);
+	char *save = NULL;
+	if (!copy)
+		return false;
+	for (char *c = strtok_r(copy, "/", &save); c; c = strtok_r(NULL, "/", &save)) {
+		if (streq(c, "."))
+			continue;
+		if (streq(c, "..")) {
+			while (n > 0 && norm[--n] != '/')
+				;
+			continue;
+		}
+		size_t l = strlen(c);
+		if (n + l + 2 >= sizeof(norm))
+			return false;
+		norm[n++] = '/';
+		memcpy(norm + n, c, l);
+		n += l;
+	}
+	norm[n] = '\0';
+	size_t d = strlen(dir);
+	while (d > 1 && dir[d - 1] == '/')
+		d--;
+	return strncmp(norm, dir, d) == 0 && norm[d] == '/';
+}
+
+/* The file sshd reads for the user: the first entry that is a path, not a
+ * wildcard (OpenSSH 10 reads every file a wildcard matches). */
+static int keys_path(struct plan *p, const struct config *cfg, const struct sshd_settings *s, struct result *res)
 {
 	const struct plan_user *u = &p->user;
-	if (streq(s->authorized_keys_file, "none"))
+	_cleanup_strv_ struct strv entries = { 0 };
+	if (keys_entries(p, cfg, s->authorized_keys_file, &entries) < 0)
+		return result_fail(res, ERR_IO_ERROR, "out of memory");
+	if (entries.n == 0 || streq(entries.v[0], "none"))
 		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "sshd reads no authorized_keys file for user %s",
 				   u->name);
-	p->keys.path = sshd_expand_keys_path(s->authorized_keys_file, u->home, u->name, u->uid);
+	const char *pattern = NULL;
+	for (size_t i = 0; !pattern && i < entries.n; i++)
+		if (!strpbrk(entries.v[i], "*?["))
+			pattern = entries.v[i];
+	if (!pattern)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID,
+				   "every AuthorizedKeysFile entry (%s) is a wildcard: no file to write", s->authorized_keys_file);
+	p->keys.path = sshd_expand_keys_path(pattern, u->home, u->name, u->uid);
 	if (!p->keys.path)
-		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "cannot expand AuthorizedKeysFile %s",
-				   s->authorized_keys_file);
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "cannot expand AuthorizedKeysFile %s", pattern);
+	/* A path that names no user is every user's: a key written there for
+	 * one would log in as all of them. */
+	if (!strstr(pattern, "%u") && !strstr(pattern, "%U") && !path_under(p->keys.path, u->home))
+		return result_fail(res, ERR_UNSAFE_PATH,
+				   "AuthorizedKeysFile %s is shared by every user: a key written there for %s logs in as each of them",
+				   pattern, u->name);
+	return 0;
+}
+
+int plan_keys(struct plan *p, const struct config *cfg, const struct sshd_settings *s, const struct task *t,
+	      const struct pubkey *replaced, struct result *res)
+{
+	const struct plan_user *u = &p->user;
+	if (!p->keys.path && keys_path(p, cfg, s, res) < 0)
+		return -1;
 	p->keys.walk_uid = u->uid;
 	p->keys.walk_gid = u->gid;
 	p->keys.home = u->home;

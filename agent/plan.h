@@ -65,8 +65,8 @@ int plan_user(const char *name, struct plan_user *u);
 /* Reads the authorized_keys file sshd uses for the user and works out its
  * new text. replaced: the key proved by a keypair credential, or NULL. On
  * failure returns -1 with res set. */
-int plan_keys(struct plan *p, const struct sshd_settings *s, const struct task *t, const struct pubkey *replaced,
-	      struct result *res);
+int plan_keys(struct plan *p, const struct config *cfg, const struct sshd_settings *s, const struct task *t,
+	      const struct pubkey *replaced, struct result *res);
 
 /* Forgets what plan_keys worked out, to run it again on a file that changed. */
 void plan_keys_reset(struct plan *p);

@@ -2,6 +2,7 @@
  * directory the user owns, file system calls run with the user's fsuid so
  * that the kernel, not a check we made a moment earlier, stops a race. */
 #include <fcntl.h>
+#include <grp.h>
 #include <sys/fsuid.h>
 #include <sys/random.h>
 #include <sys/xattr.h>
@@ -12,18 +13,27 @@
 #define SAFEFILE_MAX_LINKS 8
 #define SELINUX_XATTR "security.selinux"
 
+#define SAVED_GROUPS_MAX 64
+
 struct fsuid_saved {
 	bool active;
 	uid_t uid;
 	gid_t gid;
+	int n_groups;		/* root's supplementary groups, put back on leave; -1 none saved */
+	gid_t groups[SAVED_GROUPS_MAX];
 };
 
+/* As the user: fsuid and fsgid, and none of root's supplementary groups,
+ * which would otherwise open to the agent what the user cannot read. */
 static struct fsuid_saved fsuid_enter(bool as_user, uid_t uid, gid_t gid)
 {
-	struct fsuid_saved s = { 0 };
+	struct fsuid_saved s = { .n_groups = -1 };
 	if (!as_user || uid == 0)
 		return s;
 	s.active = true;
+	s.n_groups = getgroups(SAVED_GROUPS_MAX, s.groups);
+	if (s.n_groups > 0 && setgroups(0, NULL) < 0)
+		s.n_groups = -1;
 	s.gid = (gid_t)setfsgid(gid);
 	s.uid = (uid_t)setfsuid(uid);
 	return s;
@@ -36,6 +46,8 @@ static void fsuid_leave(struct fsuid_saved *s)
 	int e = errno;
 	setfsuid(s->uid);
 	setfsgid(s->gid);
+	if (s->n_groups > 0)
+		setgroups((size_t)s->n_groups, s->groups);
 	errno = e;
 	s->active = false;
 }
@@ -366,10 +378,13 @@ int safefile_read(const struct safefile_dir *dir, const char *name, size_t max, 
 	if (fd < 0) {
 		int e = errno;
 		struct stat lst;
-		/* Under the user's fsuid, a file the user may not open is someone else's. */
-		if (e == EACCES && fstatat(dir->fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0 && lst.st_uid != 0 &&
-		    lst.st_uid != dir->uid)
-			return check_file(&lst, dir->uid, name, msg, msglen);
+		/* Under the user's fsuid a file the user may not open is judged
+		 * as any other: someone else's, a hard link, a loose mode. */
+		if (e == EACCES && fstatat(dir->fd, name, &lst, AT_SYMLINK_NOFOLLOW) == 0) {
+			int r = check_file(&lst, dir->uid, name, msg, msglen);
+			if (r < 0)
+				return r;
+		}
 		snprintf(msg, msglen, e == ELOOP ? "%s is a symlink" : "cannot open %s: %s", name, strerror(e));
 		return -e;
 	}

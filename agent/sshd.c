@@ -54,7 +54,7 @@ static int settings_line(struct sshd_settings *s, const char *key, const char *v
 	else if (streq(key, "pidfile") && !s->pidfile)
 		s->pidfile = strdup(val);
 	else if (streq(key, "authorizedkeysfile") && !s->authorized_keys_file)
-		s->authorized_keys_file = strndup(val, strcspn(val, " "));
+		s->authorized_keys_file = strdup(val);
 	return 0;
 }
 

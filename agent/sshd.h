@@ -10,7 +10,7 @@
 #define SSHD_MAX_PORTS 16
 
 struct sshd_settings {
-	char *authorized_keys_file;	/* first AuthorizedKeysFile entry, unexpanded */
+	char *authorized_keys_file;	/* AuthorizedKeysFile as sshd -T prints it: every entry, unexpanded */
 	int ports[SSHD_MAX_PORTS];
 	size_t n_ports;
 	struct strv listen;		/* listenaddress values, "addr:port" */

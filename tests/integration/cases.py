@@ -385,6 +385,71 @@ def hard_linked_authorized_keys(box, agent):
 
 
 @case
+def hard_link_to_a_file_the_user_cannot_read(box, agent):
+    """Issue 11.4: a hard link is UNSAFE_PATH whoever owns the inode; a
+    root-owned one the user cannot open was IO_ERROR."""
+    reset_home(box, USER_LINE)
+    os.unlink(box.keys_path())
+    for mode in (0o600, 0o400):
+        src = os.path.join(box.dir, f"root-secret-{mode:o}")
+        with open(src, "w") as f:
+            f.write("root's secret line\n")
+        os.chmod(src, mode)
+        os.link(src, box.keys_path())
+        try:
+            for t in (box.task(keypair_name="kp1", public_key=box.keys.pub("a")), box.task("disassociate")):
+                unchanged_after(box, agent, t, "UNSAFE_PATH")
+        finally:
+            os.unlink(box.keys_path())
+        with open(src) as f:
+            check(f.read() == "root's secret line\n", "the linked file changed")
+
+
+@case
+def shared_authorized_keys_file(box, agent):
+    """Issue 11.4: a key file that names no user (no %u, %U, %h; not under
+    the home) is every user's: UNSAFE_PATH, nothing written."""
+    shared = os.path.join(sb.ROOT, "shared-keys")
+    os.makedirs(shared, exist_ok=True)
+    os.chmod(shared, 0o755)
+    for spec in [f"{shared}/authorized_keys", f"%h/../../{shared.lstrip('/')}/authorized_keys",
+                 f"{shared}/../shared-keys/all", f".ssh/authorized_keys.d/* {shared}/keys"]:
+        b = box.reconfigure(keys_file=spec)
+        reset_home(b, USER_LINE)
+        before = sorted(os.listdir(shared))
+        res = expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")), "UNSAFE_PATH")
+        check("shared" in res["error_msg"], f"{spec}: {res}")
+        check(sorted(os.listdir(shared)) == before, f"{spec}: a file was written in the shared place")
+        check(not b.login_key("a"), f"{spec}: the key logs in")
+
+
+@case
+def authorized_keys_file_as_sshd_splits_it(box, agent):
+    """Issue 11.4: AuthorizedKeysFile is split as sshd splits it (a quoted
+    path with a space is one path), a wildcard entry is never a literal
+    path, and the agent writes the first file sshd reads."""
+    keydir = os.path.join(sb.ROOT, "key dir")
+    os.makedirs(keydir, exist_ok=True)
+    os.chmod(keydir, 0o755)
+    b = box.reconfigure(keys_file=f'"{keydir}/%u" .ssh/authorized_keys')
+    reset_home(b, USER_LINE)
+    expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")))
+    written = os.path.join(keydir, b.user)
+    check(os.path.exists(written), f"the key is not in {written}: {os.listdir(keydir)}")
+    check(b.login_key("a"), "the key does not log in")
+    os.unlink(written)
+    # OpenSSH 10 reads every file a wildcard matches; 9.x a file named "*".
+    # Either way the agent writes the first real path, never a "*".
+    b = b.reconfigure(keys_file=".ssh/authorized_keys.d/* .ssh/authorized_keys")
+    reset_home(b, USER_LINE)
+    expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")))
+    check(not os.path.exists(os.path.join(b.home(), ".ssh", "authorized_keys.d")), "a wildcard taken as a path")
+    with open(os.path.join(b.home(), ".ssh", "authorized_keys")) as f:
+        check(b.keys.pub("a").split()[1] in f.read(), "the key is not in .ssh/authorized_keys")
+    check(b.login_key("a"), "the key does not log in")
+
+
+@case
 def loose_modes_and_foreign_owner(box, agent):
     t = box.task(keypair_name="kp1", public_key=box.keys.pub("a"))
     reset_home(box, USER_LINE, mode=0o666)

@@ -1,6 +1,7 @@
 /* safefile.c against real directories: links, owners, modes, creation and
  * atomic replacement. Runs as root (it chowns); skips otherwise. */
 #include <fcntl.h>
+#include <grp.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -98,6 +99,36 @@ static void test_walk_and_read(void **state)
 	free(text);
 	assert_int_equal(safefile_read(&d, "authorized_keys", 4, &text, &len, &st, msg, sizeof(msg)), -EFBIG);
 	safefile_close_dir(&d);
+}
+
+/* As the user, root's supplementary groups are gone: a root:G 0640 file in
+ * the user's directory is one the user cannot read, and neither can the
+ * agent, whatever groups root has. */
+static void test_no_root_groups(void **state)
+{
+	(void)state;
+	REQUIRE_ROOT();
+	gid_t saved[64];
+	int n = getgroups(64, saved);
+	assert_true(n >= 0);
+	gid_t mine[] = { 4242 };
+	assert_int_equal(setgroups(1, mine), 0);
+	char p[512], msg[256], *text = NULL;
+	size_t len;
+	struct safefile_dir d;
+	struct safefile_stat st;
+	path_of(p, sizeof(p), "home/.ssh/grouponly");
+	make_file("home/.ssh/grouponly", "root's line\n", 0640, 0);
+	assert_int_equal(chown(p, 0, 4242), 0);
+	assert_int_equal(open_rel("home/.ssh", false, &d, msg), 0);
+	assert_int_equal(safefile_read(&d, "grouponly", 4096, &text, &len, &st, msg, sizeof(msg)), -EACCES);
+	assert_null(text);
+	safefile_close_dir(&d);
+	gid_t after[64];
+	assert_int_equal(getgroups(64, after), 1);	/* root's groups are back */
+	assert_int_equal(after[0], 4242);
+	unlink(p);
+	assert_int_equal(setgroups((size_t)n, saved), 0);
 }
 
 static void test_links_refused(void **state)
@@ -239,7 +270,7 @@ static void test_replace(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_walk_and_read), cmocka_unit_test(test_links_refused),
+		cmocka_unit_test(test_walk_and_read), cmocka_unit_test(test_no_root_groups), cmocka_unit_test(test_links_refused),
 		cmocka_unit_test(test_owner_and_mode), cmocka_unit_test(test_create_dir),
 		cmocka_unit_test(test_replace),
 	};
