@@ -5,6 +5,7 @@
 #include <time.h>
 
 #include "apply.h"
+#include "listen.h"
 #include "log.h"
 #include "plan.h"
 #include "proof.h"
@@ -48,6 +49,9 @@ struct apply {
 	int64_t step_us[STEP_COUNT];
 	int64_t mark;
 	const struct pubkey *replaced;	/* the key a keypair credential proved */
+	int listen_ports[SSHD_MAX_PORTS];	/* where sshd listens today (ListenAddress ports too) */
+	char stale[RESULT_MSG_MAX];	/* no new sshd was seen after the last reload: why */
+	size_t n_listen_ports;
 };
 
 static int64_t now_us(void)
@@ -268,7 +272,60 @@ static int write_plan_file(struct apply *a, struct plan_file *f, const char *dat
 	return 0;
 }
 
-static int reload(struct apply *a)
+/* The ports sshd listens on once the config on disk is read: both during
+ * the first stage of a port change, the new one after, today's otherwise. */
+static size_t expected_ports(const struct apply *a, bool stage1, const int **ports)
+{
+	const struct plan *p = &a->plan;
+	if (p->port_change && stage1) {
+		*ports = p->stage1_ports;
+		return p->n_stage1_ports;
+	}
+	if (p->port_change) {
+		*ports = &p->port;
+		return 1;
+	}
+	*ports = a->listen_ports;
+	return a->n_listen_ports;
+}
+
+/* A reload is done when a new sshd serves: sshd re-executes on SIGHUP and
+ * opens new sockets, so every expected port has a root listener that was
+ * not there before. Until then the old sshd may answer, and a user told
+ * "done" would meet it. */
+static int wait_generation(int64_t until, const struct listeners *before, const int *ports, size_t n, char *msg,
+			   size_t msglen)
+{
+	for (int wait = 5;; wait = wait < 100 ? wait * 2 : 100) {
+		struct listeners now;
+		size_t up = 0;
+		long foreign = -1;
+		int missing = 0;
+		if (listen_read(&now) < 0)
+			return 0;	/* no table to read: the probe alone judges */
+		for (size_t i = 0; i < n; i++) {
+			if (listen_new_root(&now, before, ports[i]))
+				up++;
+			else if (!missing)
+				missing = ports[i], foreign = listen_foreign(&now, ports[i]);
+		}
+		listen_free(&now);
+		if (up == n)
+			return 0;
+		if (now_ms() >= until) {
+			if (foreign >= 0)
+				snprintf(msg, msglen, "sshd did not come back on port %d: uid %ld took it meanwhile",
+					 missing, foreign);
+			else
+				snprintf(msg, msglen, "sshd did not come back on port %d after the reload", missing);
+			return -ETIMEDOUT;
+		}
+		struct timespec ts = { 0, wait * 1000000L };
+		nanosleep(&ts, NULL);
+	}
+}
+
+static int reload(struct apply *a, bool stage1)
 {
 	char msg[RESULT_MSG_MAX] = "";
 	struct reload_plan plan;
@@ -281,10 +338,26 @@ static int reload(struct apply *a)
 	int r = sshd_reload_plan(a->cfg, &a->sshd, &a->units, a->plan.port_change, &plan);
 	if (r < 0)
 		return result_fail(a->res, ERR_RELOAD_FAILED, "no way to reload sshd: no systemd unit, no pid file");
+	struct listeners before;
+	bool seen = listen_read(&before) == 0;
 	a->reloaded = true;
+	a->stale[0] = '\0';
 	r = sshd_reload_run(&plan, msg, sizeof(msg));
+	if (r == 0 && seen && plan.n > 0) {
+		/* The checks after this name what is wrong from a user's side;
+		 * this says why when they find nothing. */
+		const int *ports;
+		size_t n = expected_ports(a, stage1, &ports);
+		int64_t until = now_ms() + PORT_WAIT_MS;
+		if (wait_generation(until < a->deadline ? until : a->deadline, &before, ports, n, msg, sizeof(msg)) < 0)
+			snprintf(a->stale, sizeof(a->stale), "%s", msg);
+	} else if (r < 0) {
+		r = result_fail(a->res, ERR_RELOAD_FAILED, "%s", msg);
+	}
+	if (seen)
+		listen_free(&before);
 	step_done(a, STEP_RELOAD);
-	return r < 0 ? result_fail(a->res, ERR_RELOAD_FAILED, "%s", msg) : 0;
+	return r;
 }
 
 /* Writes main (and the drop-ins on the first stage), then lets sshd -T
@@ -372,17 +445,29 @@ static bool config_changes(const struct plan *p)
 	return p->main_stage1 != NULL;
 }
 
-static int wait_port(struct apply *a, int port)
+/* "Answers on the port" is an SSH key exchange there that shows one of
+ * this VM's host keys: a squatter's listener is not sshd. */
+static bool handshake_ok(const struct apply *a, int port, char *msg, size_t msglen)
 {
+	struct proof_target tg = target(a, port);
 	int64_t until = now_ms() + PORT_WAIT_MS;
-	for (int wait = 10; now_ms() < until; wait = wait < 200 ? wait * 2 : 200) {
-		if (proof_port_open(a->cfg->address, port, a->cfg->connect_timeout_ms))
-			return 0;
+	for (int wait = 10;; wait = wait < 200 ? wait * 2 : 200) {
+		enum proof_status st = proof_handshake(&tg, msg, msglen);
+		if (st == PROOF_OK)
+			return true;
+		if (st == PROOF_HOSTKEY || now_ms() >= until)
+			return false;
 		struct timespec ts = { 0, wait * 1000000L };
 		nanosleep(&ts, NULL);
 	}
-	return result_fail(a->res, ERR_PROBE_FAILED, "nothing answers on %s port %d after the reload",
-			   a->cfg->address, port);
+}
+
+static int handshake(struct apply *a, int port)
+{
+	char msg[RESULT_MSG_MAX] = "";
+	if (handshake_ok(a, port, msg, sizeof(msg)) && !a->stale[0])
+		return 0;
+	return result_fail(a->res, ERR_PROBE_FAILED, "%s", a->stale[0] ? a->stale : msg[0] ? msg : "sshd does not answer");
 }
 
 static int check_time(struct apply *a)
@@ -400,7 +485,7 @@ static int change_config(struct apply *a)
 	bool stage1 = p->main_stage1 && a->running;
 	if (stage1) {
 		if (write_config(a, p->main_stage1, p->main_stage1_len, true) < 0 || check_time(a) < 0 ||
-		    reload(a) < 0 || (a->running && wait_port(a, p->port) < 0))
+		    reload(a, true) < 0 || (a->running && handshake(a, p->port) < 0))
 			return -1;
 	}
 	struct plan_file *m = &p->conf[0];
@@ -408,7 +493,7 @@ static int change_config(struct apply *a)
 	size_t len = m->new ? m->new_len : m->old_len;
 	if (write_config(a, text, len, !stage1) < 0 || check_time(a) < 0)
 		return -1;
-	return reload(a);
+	return reload(a, false);
 }
 
 static int probe(struct apply *a)
@@ -426,6 +511,8 @@ static int probe(struct apply *a)
 	if (deadline > a->deadline)
 		deadline = a->deadline;
 	enum proof_status st = proof_probe(&tg, &e, deadline, msg, sizeof(msg));
+	if (st == PROOF_OK && a->stale[0])
+		return result_fail(a->res, ERR_PROBE_FAILED, "%s", a->stale);
 	if (st == PROOF_OK)
 		return 0;
 	if (check_time(a) < 0)
@@ -632,23 +719,68 @@ static int restore_files(const struct backup *b, bool *sshd_touched)
 	return failed;
 }
 
+/* sshd serves on its old ports again: a new generation listens on each,
+ * and the first answers the handshake. */
+static bool serving_again(const struct apply *a, const struct listeners *before, char *msg, size_t msglen)
+{
+	/* A reload that reloads nothing leaves the old sshd serving: after the
+	 * wait for a new one, any sshd there will do. */
+	if (wait_generation(now_ms() + PORT_WAIT_MS, before, a->listen_ports, a->n_listen_ports, msg, msglen) < 0 &&
+	    (!before || wait_generation(now_ms(), NULL, a->listen_ports, a->n_listen_ports, msg, msglen) < 0))
+		return false;
+	return handshake_ok(a, a->listen_ports[0], msg, msglen);
+}
+
+/* Every rollback ends with sshd serving where it served before the task.
+ * A sshd that could not bind (a squatter took a port in the moment sshd
+ * re-executed) has exited: the reload finds nothing to reload, and it is
+ * started again, by systemd or as the binary itself. Returns the number of
+ * failures. */
+static int reload_back(struct apply *a)
+{
+	struct reload_plan plan;
+	char msg[RESULT_MSG_MAX] = "";
+	struct listeners before = { 0 };
+	bool seen = listen_read(&before) == 0;
+	int r = sshd_reload_plan(a->cfg, &a->sshd, &a->units, a->plan.port_change, &plan);
+	if (r == 0)
+		r = sshd_reload_run(&plan, msg, sizeof(msg));
+	if (r < 0)
+		log_warnx("rollback: cannot reload sshd: %s", msg);
+	if (r == 0 && plan.n > 0 && serving_again(a, seen ? &before : NULL, msg, sizeof(msg))) {
+		listen_free(&before);
+		return 0;
+	}
+	if (r == 0 && plan.n == 0) {
+		listen_free(&before);
+		return 0;
+	}
+	listen_free(&before);
+	seen = listen_read(&before) == 0;
+	log_warnx("rollback: sshd does not serve on port %d (%s); starting it", a->listen_ports[0], msg);
+	sshd_start_plan(a->cfg, &a->units, &plan);
+	r = sshd_reload_run(&plan, msg, sizeof(msg));
+	bool ok = r == 0 && serving_again(a, seen ? &before : NULL, msg, sizeof(msg));
+	listen_free(&before);
+	if (ok) {
+		result_warn(a->res, "sshd had stopped during the change; it was started again on port %d",
+			    a->listen_ports[0]);
+		return 0;
+	}
+	log_warnx("rollback: sshd does not serve on port %d: %s", a->listen_ports[0], msg);
+	return 1;
+}
+
 static void rollback(struct apply *a)
 {
 	bool sshd_touched = false;
 	if (!a->backed_up)
 		return;
 	int failed = restore_files(&a->backup, &sshd_touched);
-	if (a->reloaded && sshd_touched) {
-		struct reload_plan plan;
-		char msg[RESULT_MSG_MAX] = "";
-		if (sshd_reload_plan(a->cfg, &a->sshd, &a->units, a->plan.port_change, &plan) < 0 ||
-		    sshd_reload_run(&plan, msg, sizeof(msg)) < 0) {
-			log_warnx("rollback: cannot reload sshd: %s", msg);
-			failed++;
-		}
-	}
+	if (a->reloaded && sshd_touched)
+		failed += reload_back(a);
 	if (failed) {
-		result_warn(a->res, "rollback left %d file(s) unrestored; backups kept in %s", failed,
+		result_warn(a->res, "rollback left %d file(s) or sshd unrestored; backups kept in %s", failed,
 			    a->cfg->state_dir);
 		return;
 	}
@@ -710,6 +842,73 @@ static int transact(struct apply *a)
 	return r;
 }
 
+/* The port of an "addr:port" ListenAddress as sshd -T prints it; 0 when
+ * there is none. */
+static int listen_entry_port(const char *entry, char *addr, size_t addrlen)
+{
+	const char *colon = strrchr(entry, ':');
+	char *end;
+	if (!colon)
+		return 0;
+	long port = strtol(colon + 1, &end, 10);
+	if (*end || port < 1 || port > 65535)
+		return 0;
+	snprintf(addr, addrlen, "%.*s", (int)(colon - entry), entry);
+	return (int)port;
+}
+
+static void note_listen_ports(struct apply *a)
+{
+	const struct sshd_settings *s = &a->sshd;
+	for (size_t i = 0; i < s->listen.n && a->n_listen_ports < SSHD_MAX_PORTS; i++) {
+		char addr[128];
+		int port = listen_entry_port(s->listen.v[i], addr, sizeof(addr));
+		bool dup = false;
+		for (size_t k = 0; k < a->n_listen_ports; k++)
+			dup |= a->listen_ports[k] == port;
+		if (port && !dup)
+			a->listen_ports[a->n_listen_ports++] = port;
+	}
+	for (size_t i = 0; a->n_listen_ports == 0 && i < s->n_ports; i++)
+		a->listen_ports[i] = s->ports[i];
+	if (a->n_listen_ports == 0)
+		a->n_listen_ports = s->n_ports;
+}
+
+/* Before anything is written: the ordered port must be free on every
+ * address sshd will listen on. A program there would make sshd fail to
+ * bind it, and a sshd that binds nothing exits. */
+static int check_port_free(struct apply *a)
+{
+	const struct plan *p = &a->plan;
+	if (!p->port_change)
+		return 0;
+	for (size_t i = 0; a->running && i < a->n_listen_ports; i++)
+		if (a->listen_ports[i] == p->port)
+			return 0;	/* sshd holds it already */
+	for (size_t i = 0; i < a->sshd.listen.n; i++) {
+		char addr[128];
+		if (!listen_entry_port(a->sshd.listen.v[i], addr, sizeof(addr)))
+			continue;
+		int r = listen_port_free(addr, p->port);
+		if (r == -EADDRINUSE) {
+			struct listeners now;
+			long uid = listen_read(&now) == 0 ? listen_foreign(&now, p->port) : -1;
+			if (now.v)
+				listen_free(&now);
+			if (uid >= 0)
+				return result_fail(a->res, ERR_PORT_IN_USE, "port %d on %s is taken by another program (uid %ld)",
+						   p->port, addr, uid);
+			return result_fail(a->res, ERR_PORT_IN_USE, "port %d on %s is taken by another program", p->port,
+					   addr);
+		}
+		if (r < 0 && r != -EINVAL)
+			return result_fail(a->res, ERR_SSHD_CONFIG_INVALID, "sshd could not listen on %s port %d: %s", addr,
+					   p->port, strerror(-r));
+	}
+	return 0;
+}
+
 static int prepare(struct apply *a, const char *server_id, struct pubkey *replaced)
 {
 	const struct task *t = a->task;
@@ -725,12 +924,15 @@ static int prepare(struct apply *a, const char *server_id, struct pubkey *replac
 		return -1;
 	step_done(a, STEP_SSHD_T);
 	a->running = proof_port_open(a->cfg->address, a->sshd.ports[0], a->cfg->connect_timeout_ms);
+	note_listen_ports(a);
 	if (t->auth_type != AUTH_NONE && prove_credential(a, replaced) < 0)
 		return -1;
 	step_done(a, STEP_PROVE);
 	if (plan_keys(&a->plan, a->cfg, &a->sshd, t, replaced->type ? replaced : NULL, a->res) < 0)
 		return -1;
 	r = plan_sshd_config(&a->plan, a->cfg, &a->sshd, t, a->res);
+	if (r == 0)
+		r = check_port_free(a);
 	step_done(a, STEP_PLAN);
 	return r;
 }

@@ -820,3 +820,15 @@ bool proof_port_open(const char *address, int port, int timeout_ms)
 		       proof_connect_literal("::1", port, deadline);
 	return proof_connect_literal(address, port, deadline);
 }
+
+/* ---- handshake ---- */
+
+enum proof_status proof_handshake(const struct proof_target *target, char *msg, size_t msglen)
+{
+	_cleanup_(proof_ctx_done) struct proof_ctx c = { 0 };
+	enum proof_status st = proof_ctx_init(&c, target, msg, msglen);
+	if (st != PROOF_OK)
+		return st;
+	_cleanup_session_ ssh_session s = NULL;
+	return proof_open(&c, &s);
+}

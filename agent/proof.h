@@ -46,6 +46,11 @@ struct proof_expect {
 enum proof_status proof_probe(const struct proof_target *target, const struct proof_expect *expect,
 			      int64_t deadline_ms, char *msg, size_t msglen);
 
+/* An SSH key exchange at target that shows one of this VM's host keys:
+ * sshd answers there, not merely something listening. Nothing is sent but
+ * the key exchange. */
+enum proof_status proof_handshake(const struct proof_target *target, char *msg, size_t msglen);
+
 /* True when something accepts a TCP connection at address:port within
  * timeout_ms. */
 bool proof_port_open(const char *address, int port, int timeout_ms);

@@ -419,7 +419,7 @@ pid_t sshd_running_pid(const struct sshd_settings *s)
 static void plan_add(struct reload_plan *plan, enum reload_step_kind kind, const char *arg)
 {
 	if (plan->n < RELOAD_MAX_STEPS)
-		plan->steps[plan->n++] = (struct reload_step){ kind, arg };
+		plan->steps[plan->n++] = (struct reload_step){ kind, arg, NULL };
 }
 
 static int plan_systemd(const struct sshd_units *u, const char *unit, bool port_changed, struct reload_plan *plan)
@@ -466,6 +466,27 @@ int sshd_reload_plan(const struct config *cfg, const struct sshd_settings *s, co
 		return 0;
 	}
 	return -EINVAL;
+}
+
+int sshd_start_plan(const struct config *cfg, const struct sshd_units *units, struct reload_plan *plan)
+{
+	*plan = (struct reload_plan){ 0 };
+	bool systemd = units->bus && (cfg->reload == RELOAD_AUTO || cfg->reload == RELOAD_SYSTEMD);
+	if (systemd && units->ssh_socket_active && !units->service_active) {
+		plan_add(plan, STEP_BUS_RESTART, "ssh.socket");
+		return 0;
+	}
+	if (systemd && cfg->reload == RELOAD_SYSTEMD) {
+		plan_add(plan, STEP_BUS_RESTART, cfg->reload_arg);
+		return 0;
+	}
+	if (systemd && (units->ssh_service || units->sshd_service)) {
+		plan_add(plan, STEP_BUS_RESTART, units->ssh_service ? "ssh.service" : "sshd.service");
+		return 0;
+	}
+	plan_add(plan, STEP_START_SSHD, cfg->sshd_binary);
+	plan->steps[0].arg2 = cfg->sshd_config;
+	return 0;
 }
 
 #define SD_DEST "org.freedesktop.systemd1"
@@ -574,6 +595,16 @@ static int command_step(const char *cmdline, char *msg, size_t msglen)
 	return r == 0 ? 0 : -EIO;
 }
 
+static int start_step(const struct reload_step *step, char *msg, size_t msglen)
+{
+	char *argv[] = { (char *)step->arg, "-f", (char *)step->arg2, NULL };
+	char err[200] = "";
+	int r = sshd_exec(argv, RELOAD_COMMAND_TIMEOUT_MS, NULL, err, sizeof(err));
+	if (r != 0)
+		snprintf(msg, msglen, "cannot start %s: %s", step->arg, err[0] ? err : r < 0 ? strerror(-r) : "it failed");
+	return r == 0 ? 0 : -EIO;
+}
+
 int sshd_reload_run(const struct reload_plan *plan, char *msg, size_t msglen)
 {
 	for (size_t i = 0; i < plan->n; i++) {
@@ -585,6 +616,9 @@ int sshd_reload_run(const struct reload_plan *plan, char *msg, size_t msglen)
 			break;
 		case STEP_COMMAND:
 			r = command_step(step->arg, msg, msglen);
+			break;
+		case STEP_START_SSHD:
+			r = start_step(step, msg, msglen);
 			break;
 		default:
 			r = bus_step(step, msg, msglen);

@@ -55,11 +55,13 @@ enum reload_step_kind {
 	STEP_BUS_RESTART,	/* RestartUnit(unit) */
 	STEP_SIGNAL,		/* SIGHUP to the pid in the pid file */
 	STEP_COMMAND,		/* exec argv */
+	STEP_START_SSHD,	/* exec the sshd binary (arg) with -f config (arg2): it daemonizes */
 };
 
 struct reload_step {
 	enum reload_step_kind kind;
-	const char *arg;	/* unit, pid file or command line */
+	const char *arg;	/* unit, pid file, command line or sshd binary */
+	const char *arg2;	/* STEP_START_SSHD: the config */
 };
 
 /* What systemd knows of the ssh units; all false without a bus. */
@@ -81,6 +83,12 @@ struct reload_plan {
  * without a pid file). */
 int sshd_reload_plan(const struct config *cfg, const struct sshd_settings *s, const struct sshd_units *units,
 		     bool port_changed, struct reload_plan *plan);
+
+/* How to bring sshd back when a reload left none serving (it could not
+ * bind, it exited): systemd restarts the unit (the socket unit where sshd
+ * is socket-activated), and without systemd the sshd binary is started
+ * with the config. Pure. */
+int sshd_start_plan(const struct config *cfg, const struct sshd_units *units, struct reload_plan *plan);
 
 /* Asks systemd (sd-bus) about the ssh units; units->bus false without one. */
 void sshd_units_query(struct sshd_units *units);

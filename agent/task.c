@@ -33,6 +33,7 @@ static const char *const error_names[ERR_COUNT] = {
 	[ERR_PROBE_FAILED] = "KPS.AGENT.PROBE_FAILED",
 	[ERR_IO_ERROR] = "KPS.AGENT.IO_ERROR",
 	[ERR_TIMEOUT] = "KPS.AGENT.TIMEOUT",
+	[ERR_PORT_IN_USE] = "KPS.AGENT.PORT_IN_USE",
 };
 
 static const char *const task_fields[] = { "task_id", "action", "keypair_name", "public_key",

@@ -30,6 +30,7 @@ enum error_code {
 	ERR_PROBE_FAILED,
 	ERR_IO_ERROR,
 	ERR_TIMEOUT,
+	ERR_PORT_IN_USE,
 	ERR_COUNT,
 };
 

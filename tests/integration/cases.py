@@ -321,6 +321,148 @@ def port_change(box, agent):
     check(f"# kps-agent: disabled: Port {box.port}" in text, "old Port line not disabled")
 
 
+SQUATTER = """import os, socket, sys, time
+ready = open(sys.argv[3], "w")
+os.setgid(65534); os.setuid(65534)
+s = socket.socket(socket.AF_INET6 if ":" in sys.argv[1] else socket.AF_INET)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen(8)
+ready.write(str(os.getpid()))
+ready.close()
+while True:
+    c, _ = s.accept()
+    c.sendall(b"SSH-2.0-OpenSSH_9.2p1 squatter\\r\\n")
+    c.close()
+"""
+
+
+def squatter_script(box):
+    path = os.path.join(box.dir, "squatter.py")
+    with open(path, "w") as f:
+        f.write(SQUATTER)
+    os.chmod(box.dir, 0o755)
+    return path
+
+
+def start_squatter(box, address, port):
+    """An unprivileged user's program listening on address:port."""
+    pidfile = os.path.join(box.dir, f"squatter-{port}.pid")
+    p = subprocess.Popen([sys.executable, squatter_script(box), address, str(port), pidfile])
+    for _ in range(500):
+        if os.path.exists(pidfile) and os.path.getsize(pidfile):
+            return p
+        time.sleep(0.01)
+    raise Failure("the squatter did not start")
+
+
+def reload_hook(box, lines):
+    """A reload command whose Nth call runs lines[N-1] (shell) before the
+    HUP; calls past the list just HUP. Counts its calls in box.dir/calls."""
+    path = os.path.join(box.dir, "reload-hook")
+    calls = os.path.join(box.dir, "calls")
+    body = "".join(f"if [ $n = {i + 1} ]; then {line}; fi\n" for i, line in enumerate(lines))
+    with open(path, "w") as f:
+        f.write(f"#!/bin/sh\nn=$(($(cat {calls} 2>/dev/null || echo 0) + 1))\necho $n > {calls}\n{body}"
+                f"pid=$(cat {box.pidfile} 2>/dev/null) && kill -HUP $pid\nexit 0\n")
+    os.chmod(path, 0o755)
+    with open(box.agent_config) as f:
+        conf = f.read()
+    with open(box.agent_config, "w") as f:
+        f.write(re.sub(r"(?m)^reload = .*$", f"reload = command:{path}", conf))
+    return calls
+
+
+def stop(p):
+    p.kill()
+    p.wait()
+
+
+@case
+def port_in_use_refused(box, agent):
+    """Issue 11.1: a program already on the ordered port fails the task as
+    PORT_IN_USE before anything changes, on every address sshd listens on."""
+    for address in ("127.0.0.1", "0.0.0.0"):
+        reset_home(box, USER_LINE)
+        new_port = sb.free_port()
+        sq = start_squatter(box, address, new_port)
+        try:
+            res = unchanged_after(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"),
+                                                       server={"port": new_port}), "PORT_IN_USE")
+            check(str(new_port) in res["error_msg"] and "65534" in res["error_msg"], f"{res}")
+        finally:
+            stop(sq)
+        check(box.login_password(), "sshd does not serve its old port")
+
+
+@case
+def port_squatter_between_check_and_reload(box, agent):
+    """Issue 11.1: the squatter arrives after the check, before sshd binds.
+    sshd (listening on old and new) cannot take the new port; the agent
+    sees no sshd there (a TCP connect would have been fooled: the squatter
+    even speaks an SSH banner), rolls back, and sshd serves the old port."""
+    reset_home(box, USER_LINE)
+    new_port = sb.free_port()
+    reload_hook(box, [f"{sys.executable} {squatter_script(box)} 127.0.0.1 {new_port} {box.dir}/sq.pid >/dev/null 2>&1 & sleep 0.5"])
+    try:
+        before = snapshot(box)
+        res = expect(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"),
+                                          server={"port": new_port}), "PROBE_FAILED")
+        after = snapshot(box)
+        check(after == before, f"not rolled back: {[(k, before[k], after.get(k)) for k in before if before[k] != after.get(k)]} {res}")
+        check(box.login_password(), "no login on the old port after the rollback")
+        check(not box.login_key("a", port=new_port), "the squatter's port logs in?")
+    finally:
+        with open(os.path.join(box.dir, "sq.pid")) as f:
+            os.kill(int(f.read()), 9)
+
+
+@case
+def port_rollback_restarts_sshd(box, agent):
+    """Issue 11.1: sshd exits in the second stage (the squatter took the new
+    port in the moment sshd re-executed). The rollback finds no sshd to
+    reload, starts it again, and sshd serves the old port: a real login."""
+    reset_home(box, USER_LINE)
+    new_port = sb.free_port()
+    sq = f"{sys.executable} {squatter_script(box)} 127.0.0.1 {new_port} {box.dir}/sq.pid >/dev/null 2>&1"
+    # Second reload: sshd goes away and the squatter takes the port first.
+    reload_hook(box, ["true", f"kill -TERM $(cat {box.pidfile}); sleep 0.3; {sq} & sleep 0.5; exit 0"])
+    try:
+        before = snapshot(box)
+        res = expect(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"),
+                                          server={"port": new_port}), "PROBE_FAILED")
+        after = snapshot(box)
+        check(after == before, f"not rolled back: {[(k, before[k], after.get(k)) for k in before if before[k] != after.get(k)]} {res}")
+        check(any("started again" in w for w in res.get("warnings", [])), f"no warning that sshd was started: {res}")
+        check(box.login_password(), "no login on the old port after the rollback")
+    finally:
+        if os.path.exists(os.path.join(box.dir, "sq.pid")):
+            with open(os.path.join(box.dir, "sq.pid")) as f:
+                os.kill(int(f.read()), 9)
+
+
+@case
+def port_success_means_new_sshd(box, agent):
+    """Issue 11.1 / 12.0: SUCCESS means the reloaded sshd serves the new port
+    and the old one is gone, even where the reload returns before sshd has
+    re-executed (systemd's reload job). A change back at once works too."""
+    reset_home(box, USER_LINE)
+    hook = os.path.join(box.dir, "late-hup")
+    with open(hook, "w") as f:
+        f.write(f"#!/bin/sh\n(sleep 1; kill -HUP $(cat {box.pidfile})) >/dev/null 2>&1 &\nexit 0\n")
+    os.chmod(hook, 0o755)
+    with open(box.agent_config) as f:
+        conf = f.read()
+    with open(box.agent_config, "w") as f:
+        f.write(re.sub(r"(?m)^reload = .*$", f"reload = command:{hook}", conf))
+    old_port, new_port = box.port, sb.free_port()
+    expect(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={"port": new_port}))
+    check(not sb.port_open(old_port), "SUCCESS while the old sshd still serves the old port")
+    check(box.login_key("a", port=new_port), "the new port does not take the key")
+    expect(box, agent, box.task(keypair_name="kp2", public_key=box.keys.pub("b"), server={"port": old_port}))
+    check(not sb.port_open(new_port), "SUCCESS while sshd still serves the port it left")
+    check(box.login_key("b", port=old_port), "the change back does not serve")
+
+
 @case
 def port_in_dropin_yields(box, agent):
     extra_port = sb.free_port()
