@@ -38,7 +38,9 @@
  * | KPS.0004 | 404  | no such task (or not for this server, on /v1)            |
  * | KPS.0005 | 400  | the store is full: key pairs, tasks or servers           |
  * | KPS.0006 | 400  | public_key is not one OpenSSH public key line            |
- * | KPS.0401 | 401  | X-Auth-Token (or, on /v1, the bearer token) missing/wrong |
+ * | KPS.0401 | 401  | X-Auth-Token missing/wrong, an AK/SK signature that does |
+ * |          |      | not verify or an X-Sdk-Date 15 minutes off (on /v1: the  |
+ * |          |      | bearer token)                                            |
  * | KPS.0404 | 404  | no such path                                             |
  * | KPS.0405 | 405  | the path exists, the method does not                     |
  * | KPS.0500 | 500  | out of memory                                            |
