@@ -344,8 +344,11 @@ int sign_huawei(struct evhttp_request *req, struct api_fault *f)
 		if (r == -ENOENT)
 			return api_fault(f, KPS_UNAUTHORIZED, "Incorrect IAM authentication information: a signed "
 					 "header is missing");
-		if (r < 0)
+		if (r == -ENOMEM)
 			return r;
+		if (r < 0)
+			return api_fault(f, KPS_UNAUTHORIZED, "Incorrect IAM authentication information: the request "
+					 "cannot be signed (more than 256 query parameters?)");
 		bool ok = sign_equal(sig, want);
 		explicit_bzero(want, sizeof(want));
 		if (ok)
@@ -484,8 +487,10 @@ int sign_tencent_tc3(struct evhttp_request *req, struct api_fault *f)
 		r = tc3_expected(req, names, n, names_text, ts, scope, date, service, host_no_port, want);
 		if (r == -ENOENT)
 			return api_fault(f, "AuthFailure.SignatureFailure", "A header named in SignedHeaders is missing.");
-		if (r < 0)
+		if (r == -ENOMEM)
 			return r;
+		if (r < 0)
+			return api_fault(f, "InvalidParameter", "the request body cannot be read");
 		bool ok = sign_equal(sig, want);
 		explicit_bzero(want, sizeof(want));
 		if (ok)

@@ -272,6 +272,9 @@ def check_huawei_aksk(emu):
         h = {k: v for k, v in {**headers, **change}.items() if v is not None}
         st, body, text, _ = emu.request("POST", f"/v3/{test_emulator.PROJECT}/keypairs/associate", data, h)
         check(f"AK/SK: {label} -> 401", st == 401 and body.get("error_code") == "KPS.0401", text)
+    st, body, text, _ = emu.aksk("GET", "/running-tasks", query={f"p{i}": "v" for i in range(300)})
+    check("AK/SK: more query parameters than it signs -> 401 with a reason", st == 401
+          and "query parameters" in body.get("error_msg", ""), text)
     check("AK/SK: refused calls queue nothing", running(emu) == before + 1, f"{before} {running(emu)}")
 
 
