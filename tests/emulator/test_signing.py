@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""Checks kps-control-plane's credentials as the clouds check them, over
-HTTP, with signers written from the clouds' documentation (cloudsign.py):
-Tencent's old API (SecretId, Timestamp, Nonce, Signature), Tencent API 3.0
+"""Checks kps-control-plane's Tencent calls and the credentials of both
+clouds as the clouds check them, over HTTP, with signers written from the
+clouds' documentation (cloudsign.py): Tencent's old API and its fan-out,
+signed (SecretId, Timestamp, Nonce, Signature), Tencent API 3.0
 (TC3-HMAC-SHA256) and its four actions, Huawei AK/SK (SDK-HMAC-SHA256,
 X-Sdk-Date), the refusals with each cloud's codes, and the instances a key
 pair shows once agents report their tasks done.
@@ -14,6 +15,7 @@ import json
 import subprocess
 import sys
 import time
+import urllib.parse
 
 import cloudsign as cs
 from test_emulator import (AGENT_TOKEN, API_TOKEN, PUB1, PUB2, UUID4, Emulator, check, failures, fingerprint,
@@ -22,6 +24,25 @@ import test_emulator
 
 ASSOC = "AssociateInstancesKeyPairs"
 DISASSOC = "DisassociateInstancesKeyPairs"
+
+
+def v3(emu, action, body, raw=None, **sign):
+    """API 3.0: (status, Response object, raw text)."""
+    data = raw if raw is not None else json.dumps(body).encode()
+    headers = cs.tc3(emu.host, action, data if raw is None else sign.pop("signed_body", data), **sign)
+    st, parsed, text, _ = emu.request("POST", "/", data, headers)
+    return st, (parsed or {}).get("Response", {}), text
+
+
+def aksk(emu, method, path, body=None, query=None, signed_body=None, **sign):
+    """Huawei with AK/SK signing."""
+    data = json.dumps(body).encode() if body is not None else None
+    q = query or {}
+    headers = cs.huawei(method, emu.host, f"/v3/{test_emulator.PROJECT}{path}", q,
+                        signed_body if signed_body is not None else data,
+                        {"Content-Type": "application/json", "X-Project-Id": test_emulator.PROJECT}, **sign)
+    url = f"/v3/{test_emulator.PROJECT}{path}" + ("?" + urllib.parse.urlencode(q) if q else "")
+    return emu.request(method, url, data, headers)
 
 
 def error_code(resp):
@@ -42,6 +63,75 @@ def finish(emu, server, success=True, tasks=None):
             res.update(error_code="KPS.AGENT.AUTH_FAILED", error_msg="refused")
         emu.result(server, t["task_id"], res)
     return tasks
+
+
+def check_tencent_old_api(emu):
+    st, body, text, _ = emu.cvm({"Action": "AssociateInstancesKeyPairs", "Version": "2017-03-12",
+                                 "InstanceIds.1": "ins-aaaa0001", "InstanceIds.2": "ins-aaaa0002",
+                                 "KeyIds.1": emu.kp1_id, "KeyIds.2": "kp2", "ForceStop": "TRUE"})
+    resp = (body or {}).get("Response", {})
+    check("Tencent associate answers RequestId", st == 200 and set(resp) == {"RequestId"}
+          and UUID4.match(resp["RequestId"]) is not None, f"{st} {text}")
+    for inst in ("ins-aaaa0001", "ins-aaaa0002"):
+        tasks = tasks_of(emu.poll(inst, 1))
+        ok = tasks is not None and len(tasks) == 1
+        t = tasks[0] if ok else {}
+        check(f"Tencent associate task reaches {inst}", ok and t.get("action") == "associate"
+              and UUID4.match(t.get("task_id", "")) is not None
+              and t.get("keypairs") == [{"name": "kp1", "public_key": PUB1}, {"name": "kp2", "public_key": PUB2}]
+              and t.get("server") == {"id": inst, "disable_password": True}
+              and set(t) == {"task_id", "action", "keypairs", "server"}, f"{tasks}")
+        if ok:
+            _, view, _, _ = emu.task(t["task_id"])
+            check(f"Tencent associate task of {inst} is RUNNING_RESET", view.get("task_status") == "RUNNING_RESET"
+                  and view.get("server_id") == inst, f"{view}")
+
+    st, body, text, _ = emu.cvm({"Action": "DisassociateInstancesKeyPairs", "InstanceIds.1": "ins-bbbb0001",
+                                 "KeyIds.1": "kp1", "ForceStop": "FALSE"}, method="POST", path="/v2/index.php")
+    check("Tencent disassociate by form POST", st == 200 and "Error" not in body.get("Response", {}), text)
+    tasks = tasks_of(emu.poll("ins-bbbb0001", 1))
+    check("Tencent disassociate task shape", tasks and len(tasks) == 1 and tasks[0].get("action") == "disassociate"
+          and tasks[0].get("keypairs") == [{"name": "kp1"}] and tasks[0].get("server") == {"id": "ins-bbbb0001"},
+          f"{tasks}")
+
+    _, before, _, _ = emu.api("GET", "/running-tasks")
+    many = {"Action": "AssociateInstancesKeyPairs", "KeyIds.1": "kp1"}
+    many.update({f"InstanceIds.{i}": f"ins-many{i:04d}" for i in range(1, 102)})
+    st, body, text, _ = emu.cvm(many, method="POST")
+    err = (body or {}).get("Response", {}).get("Error", {})
+    check("Tencent 101 instances refused", st == 200 and err.get("Code") == "InvalidParameterValue.LimitExceeded"
+          and "RequestId" in body["Response"], text[:300])
+    _, after, _, _ = emu.api("GET", "/running-tasks")
+    check("refused Tencent call queues nothing", before.get("total") == after.get("total"),
+          f"{before.get('total')} {after.get('total')}")
+    del many["InstanceIds.101"]
+    st, body, text, _ = emu.cvm(many, method="POST")
+    _, after, _, _ = emu.api("GET", "/running-tasks")
+    check("Tencent 100 instances fan out to 100 tasks", "Error" not in body.get("Response", {})
+          and after.get("total") == before.get("total") + 100, text[:200])
+
+    errors = [("unknown key", {"Action": "AssociateInstancesKeyPairs", "InstanceIds.1": "i1", "KeyIds.1": "skey-00000000"},
+               "InvalidKeyPairId.NotFound"),
+              ("no instances", {"Action": "AssociateInstancesKeyPairs", "KeyIds.1": "kp1"}, "MissingParameter"),
+              ("no keys", {"Action": "DisassociateInstancesKeyPairs", "InstanceIds.1": "i1"}, "MissingParameter"),
+              ("no action", {"InstanceIds.1": "i1", "KeyIds.1": "kp1"}, "MissingParameter"),
+              ("unknown action", {"Action": "RebootInstances", "InstanceIds.1": "i1", "KeyIds.1": "kp1"},
+               "InvalidAction"),
+              ("bad ForceStop", {"Action": "AssociateInstancesKeyPairs", "InstanceIds.1": "i1", "KeyIds.1": "kp1",
+                                 "ForceStop": "maybe"}, "InvalidParameterValue"),
+              ("malformed instance", {"Action": "AssociateInstancesKeyPairs", "InstanceIds.1": "i 1",
+                                      "KeyIds.1": "kp1"}, "InvalidInstanceId.Malformed"),
+              ("instance twice", {"Action": "AssociateInstancesKeyPairs", "InstanceIds.1": "i1",
+                                  "InstanceIds.2": "i1", "KeyIds.1": "kp1"}, "InvalidParameterValue"),
+              ("bad index", {"Action": "AssociateInstancesKeyPairs", "InstanceIds.x": "i1", "KeyIds.1": "kp1"},
+               "InvalidParameter")]
+    for label, params, code in errors:
+        st, body, text, _ = emu.cvm(params)
+        err = (body or {}).get("Response", {}).get("Error", {})
+        check(f"Tencent {label} -> {code}", st == 200 and err.get("Code") == code
+              and isinstance(err.get("Message"), str), text)
+    _, final, _, _ = emu.api("GET", "/running-tasks")
+    check("refused Tencent calls queue nothing", final.get("total") == after.get("total"), f"{final.get('total')}")
 
 
 def check_tencent_v1(emu):
@@ -91,7 +181,7 @@ def check_tencent_v1(emu):
 def check_tc3_auth(emu):
     before = running(emu)
     body = {"InstanceIds": ["ins-tc3auth"], "KeyIds": [emu.kp1_id]}
-    st, resp, text = emu.v3(DISASSOC, body)
+    st, resp, text = v3(emu, DISASSOC, body)
     check("API 3.0: a TC3 call signed with the Host's port is taken", st == 200 and set(resp) == {"RequestId"}
           and UUID4.match(resp.get("RequestId", "")), text)
     now = int(time.time())
@@ -104,10 +194,10 @@ def check_tc3_auth(emu):
         ("another service's scope", {"service": "cbs"}, "AuthFailure.SignatureFailure"),
     ]
     for label, sign, code in refusals:
-        st, resp, text = emu.v3(DISASSOC, body, **sign)
+        st, resp, text = v3(emu, DISASSOC, body, **sign)
         check(f"API 3.0: {label} -> {code}", st == 200 and error_code(resp) == code and "RequestId" in resp, text)
     data = json.dumps(body).encode()
-    st, resp, text = emu.v3(DISASSOC, None, raw=data.replace(b"tc3auth", b"tc3evil"), signed_body=data)
+    st, resp, text = v3(emu, DISASSOC, None, raw=data.replace(b"tc3auth", b"tc3evil"), signed_body=data)
     check("API 3.0: a body changed after signing -> SignatureFailure",
           error_code(resp) == "AuthFailure.SignatureFailure", text)
     headers = cs.tc3(emu.host, DISASSOC, data)
@@ -131,26 +221,26 @@ def check_tc3_auth(emu):
 
 
 def check_tc3_actions(emu):
-    st, resp, text = emu.v3("ImportKeyPair", {"KeyName": "tc3_key", "ProjectId": 0, "PublicKey": PUB2})
+    st, resp, text = v3(emu, "ImportKeyPair", {"KeyName": "tc3_key", "ProjectId": 0, "PublicKey": PUB2})
     key_id = resp.get("KeyId", "")
     check("ImportKeyPair answers KeyId", st == 200 and key_id.startswith("skey-") and "RequestId" in resp, text)
-    st, resp, text = emu.v3("DescribeKeyPairs", {"KeyIds": [key_id]})
+    st, resp, text = v3(emu, "DescribeKeyPairs", {"KeyIds": [key_id]})
     kp = (resp.get("KeyPairSet") or [{}])[0]
     check("DescribeKeyPairs shows the imported key", resp.get("TotalCount") == 1 and kp.get("KeyId") == key_id
           and kp.get("KeyName") == "tc3_key" and kp.get("PublicKey") == PUB2 and kp.get("ProjectId") == 0
           and kp.get("AssociatedInstanceIds") == [] and kp.get("CreatedTime", "").endswith("Z"), text)
-    st, resp, text = emu.v3("DescribeKeyPairs", {"Filters": [{"Name": "key-name", "Values": ["kp1", "tc3_key"]}],
+    st, resp, text = v3(emu, "DescribeKeyPairs", {"Filters": [{"Name": "key-name", "Values": ["kp1", "tc3_key"]}],
                                                  "Limit": 1, "Offset": 1})
     check("DescribeKeyPairs key-name filter, Limit and Offset", resp.get("TotalCount") == 2
           and [k["KeyName"] for k in resp.get("KeyPairSet", [])] == ["tc3_key"], text)
     _, huawei, _, _ = emu.api("POST", "/keypairs", {"keypair": {"name": "kp3", "public_key": PUB1}})
-    st, resp, text = emu.v3("DescribeKeyPairs", {"Limit": 100})
+    st, resp, text = v3(emu, "DescribeKeyPairs", {"Limit": 100})
     names = [k["KeyName"] for k in resp.get("KeyPairSet", [])]
     check("DescribeKeyPairs lists every key in import order", names[-2:] == ["tc3_key", "kp3"]
           and resp.get("TotalCount") == len(names), text)
 
     before = running(emu)
-    st, resp, text = emu.v3(ASSOC, {"InstanceIds": ["ins-tc3a", "ins-tc3b"], "KeyIds": [key_id, emu.kp1_id],
+    st, resp, text = v3(emu, ASSOC, {"InstanceIds": ["ins-tc3a", "ins-tc3b"], "KeyIds": [key_id, emu.kp1_id],
                                     "ForceStop": True})
     check("AssociateInstancesKeyPairs answers RequestId", set(resp) == {"RequestId"}, text)
     tasks = [tasks_of(emu.poll(i, 1)) for i in ("ins-tc3a", "ins-tc3b")]
@@ -192,23 +282,23 @@ def check_tc3_actions(emu):
     ]
     before = running(emu)
     for action, body, code in refusals:
-        st, resp, text = emu.v3(action, body)
+        st, resp, text = v3(emu, action, body)
         check(f"{action} {json.dumps(body)[:60]} -> {code}", st == 200 and error_code(resp) == code
               and isinstance(resp["Error"].get("Message"), str) and "RequestId" in resp, text[:300])
     for label, raw, sign, code in (("wrong version", None, {"version": "2020-01-01"}, "NoSuchVersion"),
                                    ("no region", None, {"region": None}, "MissingParameter"),
                                    ("body not JSON", b"{nope", {}, "InvalidParameter"),
                                    ("body an array", b"[]", {}, "InvalidParameter")):
-        st, resp, text = emu.v3(ASSOC, {"InstanceIds": ["ins-1"], "KeyIds": [key_id]}, raw=raw, **sign)
+        st, resp, text = v3(emu, ASSOC, {"InstanceIds": ["ins-1"], "KeyIds": [key_id]}, raw=raw, **sign)
         check(f"API 3.0 {label} -> {code}", error_code(resp) == code, text)
-    st, resp, text = emu.v3(ASSOC, {}, content_type="application/x-www-form-urlencoded")
+    st, resp, text = v3(emu, ASSOC, {}, content_type="application/x-www-form-urlencoded")
     check("API 3.0 POST that is not JSON -> InvalidParameter", error_code(resp) == "InvalidParameter", text)
     check("refused API 3.0 calls queue nothing", running(emu) == before, f"{before} {running(emu)}")
     emu.tc3_key_id = key_id
 
 
 def describe(emu, key_id):
-    _, resp, _ = emu.v3("DescribeKeyPairs", {"KeyIds": [key_id]})
+    _, resp, _ = v3(emu, "DescribeKeyPairs", {"KeyIds": [key_id]})
     return (resp.get("KeyPairSet") or [{}])[0].get("AssociatedInstanceIds")
 
 
@@ -220,11 +310,11 @@ def check_bindings(emu):
     finish(emu, "ins-tc3b", success=False, tasks=emu.tc3_tasks[1])
     check("SUCCESS binds the instance, FAILED does not", describe(emu, a) == ["ins-tc3a"]
           and "ins-tc3a" in describe(emu, b), f"{describe(emu, a)} {describe(emu, b)}")
-    emu.v3(ASSOC, {"InstanceIds": ["ins-tc3a"], "KeyIds": [b]})
+    v3(emu, ASSOC, {"InstanceIds": ["ins-tc3a"], "KeyIds": [b]})
     finish(emu, "ins-tc3a")
     check("an associate replaces the instance's keys", describe(emu, a) == [] and "ins-tc3a" in describe(emu, b),
           f"{describe(emu, a)} {describe(emu, b)}")
-    emu.v3(DISASSOC, {"InstanceIds": ["ins-tc3a"], "KeyIds": [b]})
+    v3(emu, DISASSOC, {"InstanceIds": ["ins-tc3a"], "KeyIds": [b]})
     finish(emu, "ins-tc3a")
     check("a disassociate unbinds the named key", "ins-tc3a" not in describe(emu, b), f"{describe(emu, b)}")
     emu.api("POST", "/keypairs/associate", {"keypair_name": "tc3_key", "server": {"id": "ecs-1"}})
@@ -237,14 +327,14 @@ def check_bindings(emu):
 
 
 def check_huawei_aksk(emu):
-    st, body, text, _ = emu.aksk("POST", "/keypairs", {"keypair": {"name": "hw_aksk", "public_key": PUB1}})
+    st, body, text, _ = aksk(emu, "POST", "/keypairs", {"keypair": {"name": "hw_aksk", "public_key": PUB1}})
     check("AK/SK: a signed import is taken", st == 200 and body["keypair"]["fingerprint"] == fingerprint(PUB1), text)
-    st, body, text, _ = emu.aksk("POST", "/keypairs/associate", {"keypair_name": "hw_aksk", "server": {"id": "ecs-2"}})
+    st, body, text, _ = aksk(emu, "POST", "/keypairs/associate", {"keypair_name": "hw_aksk", "server": {"id": "ecs-2"}})
     tid = (body or {}).get("task_id", "")
     check("AK/SK: a signed associate answers 202", st == 202 and UUID4.match(tid), text)
-    st, body, text, _ = emu.aksk("GET", f"/tasks/{tid}")
+    st, body, text, _ = aksk(emu, "GET", f"/tasks/{tid}")
     check("AK/SK: ListKeypairTask", st == 200 and body.get("task_status") == "READY_RESET", text)
-    st, body, text, _ = emu.aksk("GET", "/running-tasks", query={"offset": "0", "limit": "2"})
+    st, body, text, _ = aksk(emu, "GET", "/running-tasks", query={"offset": "0", "limit": "2"})
     check("AK/SK: signed query parameters", st == 200 and len(body.get("tasks", [])) == 2, text)
     before = running(emu)
     now = time.time()
@@ -257,10 +347,10 @@ def check_huawei_aksk(emu):
         ("a body changed after signing", {"signed_body": data.replace(b"ecs-3", b"ecs-4")}),
     ]
     for label, sign in refusals:
-        st, body, text, _ = emu.aksk("POST", "/keypairs/associate", json.loads(data), **sign)
+        st, body, text, _ = aksk(emu, "POST", "/keypairs/associate", json.loads(data), **sign)
         check(f"AK/SK: {label} -> 401 KPS.0401", st == 401 and body.get("error_code") == "KPS.0401"
               and isinstance(body.get("error_msg"), str), text)
-    st, body, text, _ = emu.aksk("POST", "/keypairs/associate", json.loads(data), when=now - 14 * 60)
+    st, body, text, _ = aksk(emu, "POST", "/keypairs/associate", json.loads(data), when=now - 14 * 60)
     check("AK/SK: X-Sdk-Date 14 minutes old is taken", st == 202, text)
     headers = cs.huawei("POST", emu.host, f"/v3/{test_emulator.PROJECT}/keypairs/associate", {}, data,
                         {"Content-Type": "application/json", "X-Project-Id": "p"})
@@ -272,7 +362,7 @@ def check_huawei_aksk(emu):
         h = {k: v for k, v in {**headers, **change}.items() if v is not None}
         st, body, text, _ = emu.request("POST", f"/v3/{test_emulator.PROJECT}/keypairs/associate", data, h)
         check(f"AK/SK: {label} -> 401", st == 401 and body.get("error_code") == "KPS.0401", text)
-    st, body, text, _ = emu.aksk("GET", "/running-tasks", query={f"p{i}": "v" for i in range(300)})
+    st, body, text, _ = aksk(emu, "GET", "/running-tasks", query={f"p{i}": "v" for i in range(300)})
     check("AK/SK: more query parameters than it signs -> 401 with a reason", st == 401
           and "query parameters" in body.get("error_msg", ""), text)
     check("AK/SK: refused calls queue nothing", running(emu) == before + 1, f"{before} {running(emu)}")
@@ -284,7 +374,7 @@ def check_options(exe):
         st, body, text, _ = emu.cvm({"Action": DISASSOC, "InstanceIds.1": "i1", "KeyIds.1": "kp1"})
         check("without --tencent-secret Tencent calls are refused",
               error_code(body["Response"]) == "AuthFailure.SecretIdNotFound", text)
-        st, body, text, _ = emu.aksk("GET", "/running-tasks")
+        st, body, text, _ = aksk(emu, "GET", "/running-tasks")
         check("without --huawei-aksk AK/SK calls are refused", st == 401, text)
     finally:
         emu.stop()
@@ -313,10 +403,11 @@ def main():
     exe = sys.argv[1]
     emu = Emulator(exe)
     emu.api("POST", "/keypairs", {"keypair": {"name": "kp1", "public_key": PUB1}})
-    _, body, _ = emu.v3("DescribeKeyPairs", {"Filters": [{"Name": "key-name", "Values": ["kp1"]}]})
+    emu.api("POST", "/keypairs", {"keypair": {"name": "kp2", "public_key": PUB2}})
+    _, body, _ = v3(emu, "DescribeKeyPairs", {"Filters": [{"Name": "key-name", "Values": ["kp1"]}]})
     emu.kp1_id = body.get("KeyPairSet", [{}])[0].get("KeyId", "")
     try:
-        for section in (check_tencent_v1, check_tc3_auth, check_tc3_actions, check_bindings, check_huawei_aksk):
+        for section in (check_tencent_old_api, check_tencent_v1, check_tc3_auth, check_tc3_actions, check_bindings, check_huawei_aksk):
             try:
                 section(emu)
             except Exception as e:  # a broken precondition fails the section, not the run
