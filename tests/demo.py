@@ -10,17 +10,31 @@ shows the key refused. Nothing of the host is touched: no user is created,
 nothing is written outside the sandbox (but /run/sshd, which sshd needs),
 and the sandbox is removed at the end.
 
-Usage: demo.py [BUILD_DIR]"""
+With --client tencent-sdk or huawei-sdk the cloud user is the cloud's
+real Node SDK (tests/emulator/sdk, installed by tests/setup.sh):
+tencentcloud-sdk-nodejs-cvm with TC3 signing (ImportKeyPair,
+AssociateInstancesKeyPairs, DescribeKeyPairs until the agent has applied
+it, DisassociateInstancesKeyPairs), or @huaweicloud/huaweicloud-sdk-core's
+HcClient with AK/SK signing (the KPS calls above).
 
+Usage: demo.py [--client api|tencent-sdk|huawei-sdk] [BUILD_DIR]"""
+
+import argparse
 import json
 import os
 import sys
 import time
 
 os.environ.setdefault("KPS_TEST_ROOT", "/run/kps-demo")
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "integration"))
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "integration"))
+sys.path.insert(0, os.path.join(HERE, "emulator"))
 import sandbox as sb  # noqa: E402
+import sdkclient  # noqa: E402
 from daemon_cases import PROJECT, Agent, ControlPlane  # noqa: E402
+
+TENCENT_ID, TENCENT_KEY = "AKIDkpsDemo0000000000000000000000000", "kps-demo-tencent-secret-key"
+HUAWEI_AK, HUAWEI_SK = "KPSDEMOAK0000000000", "kps-demo-huawei-secret-key"
 
 
 def show(title, obj=None):
@@ -29,56 +43,113 @@ def show(title, obj=None):
         print(obj if isinstance(obj, str) else json.dumps(obj, indent=2))
 
 
-def sandbox_for_root():
-    box = sb.Sandbox("demo", user="root", keys_file="/nonexistent/%u", start=False)
-    keys_dir = os.path.join(box.dir, "authorized_keys")
-    os.mkdir(keys_dir, 0o755)
-    box.keys_file = keys_dir + "/%u"
-    with open(box.sshd_config) as f:
-        text = f.read().replace("/nonexistent/%u", box.keys_file)
-    with open(box.sshd_config, "w") as f:
-        f.write(text)
-    box.start_sshd()
-    return box
+def wait(cond, timeout=30):
+    deadline = time.time() + timeout
+    while not cond() and time.time() < deadline:
+        time.sleep(0.1)
+    return cond()
+
+
+def login_state(box):
+    show("authorized_keys", open(box.keys_path()).read().rstrip() if os.path.exists(box.keys_path()) else "")
+    logged_in = box.login_key("demo-key")
+    show("ssh -i demo-key root@127.0.0.1 echo ...", "logged in" if logged_in else "refused")
+    show("methods sshd offers now", ",".join(sorted(box.offered_methods())))
+    return logged_in
+
+
+def demo_api(cp, box):
+    """Huawei KPS over plain HTTP with X-Auth-Token."""
+    keypair = cp.import_keypair("newkeypair1", box.keys.pub("demo-key"))
+    show("CreateKeypair (import)", keypair)
+    body = {"keypair_name": "newkeypair1", "server": {"id": box.server_id, "disable_password": True}}
+    show(f"POST /v3/{PROJECT}/keypairs/associate", body)
+    t0 = time.monotonic()
+    task = cp.wait(cp.associate(body))
+    show(f"ListKeypairTask ({1000 * (time.monotonic() - t0):.0f} ms after the call)", task)
+    logged_in = login_state(box)
+    body = {"server": {"id": box.server_id}}
+    show(f"POST /v3/{PROJECT}/keypairs/disassociate", body)
+    task2 = cp.wait(cp.disassociate(body))
+    show("ListKeypairTask", task2)
+    refused = not login_state(box)
+    return task["task_status"] == "SUCCESS_RESET" and logged_in and task2["task_status"] == "SUCCESS_UNBIND" and refused
+
+
+def demo_huawei_sdk(cp, box):
+    hw = sdkclient.Huawei(cp.url, HUAWEI_AK, HUAWEI_SK, PROJECT)
+
+    def call(method, path, body=None):
+        show(f"HcClient.sendRequest {method} {path}", body)
+        r = hw.call(method, path, body)
+        show("answer", r)
+        return r.get("response") or {}
+
+    def done(tid):
+        def status():
+            return (hw.call("GET", f"/v3/{{project_id}}/tasks/{tid}").get("response") or {}).get("task_status", "")
+        wait(lambda: status().startswith(("SUCCESS_", "FAILED_")))
+        return call("GET", f"/v3/{{project_id}}/tasks/{tid}").get("task_status")
+
+    call("POST", "/v3/{project_id}/keypairs", {"keypair": {"name": "newkeypair1",
+                                                           "public_key": box.keys.pub("demo-key")}})
+    tid = call("POST", "/v3/{project_id}/keypairs/associate",
+               {"keypair_name": "newkeypair1", "server": {"id": box.server_id, "disable_password": True}})["task_id"]
+    ok = done(tid) == "SUCCESS_RESET" and login_state(box)
+    tid = call("POST", "/v3/{project_id}/keypairs/disassociate", {"server": {"id": box.server_id}})["task_id"]
+    return ok and done(tid) == "SUCCESS_UNBIND" and not login_state(box)
+
+
+def demo_tencent_sdk(cp, box):
+    tc = sdkclient.Tencent(cp.url, TENCENT_ID, TENCENT_KEY)
+
+    def call(action, params):
+        show(f"CvmClient.{action}", params)
+        r = tc.call(action, params)
+        show("answer", r)
+        return r.get("response") or {}
+
+    def bound(key_id):
+        r = tc.call("DescribeKeyPairs", {"KeyIds": [key_id]})
+        return ((r.get("response") or {}).get("KeyPairSet") or [{}])[0].get("AssociatedInstanceIds")
+
+    key_id = call("ImportKeyPair", {"KeyName": "newkeypair1", "ProjectId": 0,
+                                    "PublicKey": box.keys.pub("demo-key")})["KeyId"]
+    ids = {"InstanceIds": [box.server_id], "KeyIds": [key_id]}
+    call("AssociateInstancesKeyPairs", ids)
+    wait(lambda: bound(key_id) == [box.server_id])
+    ok = call("DescribeKeyPairs", {"KeyIds": [key_id]})["KeyPairSet"][0]["AssociatedInstanceIds"] == [box.server_id]
+    ok = login_state(box) and ok
+    call("DisassociateInstancesKeyPairs", ids)
+    wait(lambda: bound(key_id) == [])
+    ok = call("DescribeKeyPairs", {"KeyIds": [key_id]})["KeyPairSet"][0]["AssociatedInstanceIds"] == [] and ok
+    return not login_state(box) and ok
+
+
+CLIENTS = {"api": demo_api, "tencent-sdk": demo_tencent_sdk, "huawei-sdk": demo_huawei_sdk}
 
 
 def main():
-    build = os.path.abspath(sys.argv[1] if len(sys.argv) > 1 else "build")
+    ap = argparse.ArgumentParser(description="kps-agent's main job on the embedded default, end to end")
+    ap.add_argument("--client", choices=sorted(CLIENTS), default="api",
+                    help="the cloud user: plain HTTP (api) or a cloud's real Node SDK")
+    ap.add_argument("build", nargs="?", default="build")
+    args = ap.parse_args()
+    build = os.path.abspath(args.build)
+    if args.client != "api":
+        print("SDKs: " + ", ".join(f"{k} {v}" for k, v in sdkclient.versions().items()))
     agent_exe = os.path.join(build, "kps-agent")
-    box = sandbox_for_root()
+    box = sdkclient.sandbox_for_root("demo")
     cp = agent = None
     ok = False
     try:
-        cp = ControlPlane(os.path.join(build, "tests", "emulator", "kps-control-plane"))
+        cp = ControlPlane(os.path.join(build, "tests", "emulator", "kps-control-plane"),
+                          "--tencent-secret", f"{TENCENT_ID}:{TENCENT_KEY}", "--huawei-aksk", f"{HUAWEI_AK}:{HUAWEI_SK}")
         agent = Agent(box, agent_exe, cp)
         agent.start()
         print(f"sandbox {box.dir}\n  sshd on 127.0.0.1:{box.port}, keys in {box.keys_file}\n"
-              f"  control plane {cp.url}\n  kps-agent run (server {box.server_id})")
-
-        keypair = cp.import_keypair("newkeypair1", box.keys.pub("demo-key"))
-        show("CreateKeypair (import)", keypair)
-        body = {"keypair_name": "newkeypair1",
-                "server": {"id": box.server_id, "disable_password": True}}
-        show(f"POST /v3/{PROJECT}/keypairs/associate", body)
-        t0 = time.monotonic()
-        tid = cp.associate(body)
-        task = cp.wait(tid)
-        show(f"ListKeypairTask ({1000 * (time.monotonic() - t0):.0f} ms after the call)", task)
-        show("authorized_keys", open(box.keys_path()).read().rstrip())
-        logged_in = box.login_key("demo-key")
-        show("ssh -i demo-key root@127.0.0.1 echo ...", "logged in" if logged_in else "REFUSED")
-        show("methods sshd offers now", ",".join(sorted(box.offered_methods())))
-
-        body = {"server": {"id": box.server_id}}
-        show(f"POST /v3/{PROJECT}/keypairs/disassociate", body)
-        tid2 = cp.disassociate(body)
-        task2 = cp.wait(tid2)
-        show("ListKeypairTask", task2)
-        refused = not box.login_key("demo-key")
-        show("ssh -i demo-key root@127.0.0.1 echo ...", "refused" if refused else "STILL LOGS IN")
-        show("methods sshd offers now", ",".join(sorted(box.offered_methods())))
-        ok = (task["task_status"] == "SUCCESS_RESET" and logged_in and task2["task_status"] == "SUCCESS_UNBIND"
-              and refused)
+              f"  control plane {cp.url}\n  kps-agent run (server {box.server_id})\n  client {args.client}")
+        ok = CLIENTS[args.client](cp, box)
     finally:
         if agent:
             agent.stop()

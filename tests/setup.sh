@@ -25,6 +25,18 @@ if [ -n "$missing" ]; then
 fi
 mkdir -p /run/sshd
 
+# The clouds' real Node SDKs the emulator's tests drive, at the versions
+# tests/emulator/sdk/package-lock.json pins (Debian 12: nodejs 18, npm 9).
+sdk=tests/emulator/sdk
+if ! command -v npm >/dev/null 2>&1; then
+	apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+if ! cmp -s "$sdk/package-lock.json" "$sdk/node_modules/.kps-installed-lock"; then
+	(cd "$sdk" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+	cp "$sdk/package-lock.json" "$sdk/node_modules/.kps-installed-lock"
+fi
+
 if [ -f build/build.ninja ]; then
 	meson setup --reconfigure build >/dev/null
 else

@@ -38,7 +38,9 @@
  * | KPS.0004 | 404  | no such task (or not for this server, on /v1)            |
  * | KPS.0005 | 400  | the store is full: key pairs, tasks or servers           |
  * | KPS.0006 | 400  | public_key is not one OpenSSH public key line            |
- * | KPS.0401 | 401  | X-Auth-Token (or, on /v1, the bearer token) missing/wrong |
+ * | KPS.0401 | 401  | X-Auth-Token missing/wrong, an AK/SK signature that does |
+ * |          |      | not verify or an X-Sdk-Date 15 minutes off (on /v1: the  |
+ * |          |      | bearer token)                                            |
  * | KPS.0404 | 404  | no such path                                             |
  * | KPS.0405 | 405  | the path exists, the method does not                     |
  * | KPS.0500 | 500  | out of memory                                            |
@@ -58,8 +60,14 @@
 
 struct options {
 	const char *listen;
-	const char *api_token;
+	const char *api_token;		/* NULL: Huawei X-Auth-Token refused */
 	const char *agent_token;
+	/* --huawei-aksk and --tencent-secret, copied out of argv (NULL: that
+	 * signing is refused); the secret halves are wiped at exit. */
+	char *huawei_ak;
+	char *huawei_sk;
+	char *tencent_id;
+	char *tencent_key;
 	unsigned long fail_results;	/* result POSTs still to refuse with 503 */
 	unsigned delay_ms;
 	unsigned redeliver_ms;
@@ -91,6 +99,11 @@ struct keypair {
 	char *id;		/* "skey-" and 8 lowercase hex digits: Tencent's KeyIds */
 	char *public_key;	/* normalised: "type base64[ comment]" */
 	char *fingerprint;	/* "SHA256:..." */
+	int64_t created;	/* seconds since the epoch */
+	/* servers whose agent reported the key bound, oldest first, as
+	 * Tencent's DescribeKeyPairs AssociatedInstanceIds shows them */
+	struct strv instances;
+	TAILQ_ENTRY(keypair) all;
 };
 
 struct poll;
@@ -114,6 +127,12 @@ struct task {
 	unsigned result_posts;
 	int64_t delivered_ms;
 	struct server *server;	/* while READY or RUNNING */
+	/* What a SUCCESS changes in the key pairs' instance lists: an
+	 * associate makes binds[] the server's only keys; a disassociate
+	 * removes binds[], or every key when unbind_all. */
+	const struct keypair **binds;
+	size_t n_binds;
+	bool unbind_all;
 	TAILQ_ENTRY(task) all;
 	TAILQ_ENTRY(task) open;
 };
@@ -124,6 +143,9 @@ int store_uuid(char out[UUID_LEN + 1]);
 struct keypair *store_keypair_by_name(const char *name);
 /* By Tencent id ("skey-...") first, then by name. */
 struct keypair *store_keypair_find(const char *name_or_id);
+struct keypair *store_keypair_by_id(const char *id);
+/* In import order. */
+struct keypair *store_keypairs_first(void);
 /* -EEXIST (name taken), -EINVAL (not a public key), -ENOSPC, -ENOMEM. */
 int store_keypair_add(const char *name, const char *public_key, const struct keypair **ret);
 /* Makes room for n more tasks, evicting finished ones; -ENOSPC. */
@@ -131,6 +153,8 @@ int store_reserve(size_t n);
 /* Queues body (owned from now on) as task id for server_id. */
 int store_task_add(const char *id, const char *server_id, enum task_kind kind, cJSON *body,
 		   struct task **ret);
+/* Records what the task binds or unbinds once its agent reports SUCCESS. */
+int store_task_bind(struct task *t, const struct keypair *const *keys, size_t n, bool unbind_all);
 struct task *store_task_find(const char *id);
 struct task *store_tasks_first(void);
 void store_task_deliver(struct task *t, int64_t now);
@@ -184,10 +208,49 @@ bool http_parse_ulong(const char *s, unsigned long max, unsigned long *ret);
 /* The request's query parameters into q (evhttp_clear_headers() after). */
 int http_query(struct evhttp_request *req, struct evkeyvalq *q);
 
+/* The request's body as it came, without consuming it (signatures cover
+ * it; the handler reads it afterwards). */
+int http_body_peek(struct evhttp_request *req, struct buf *b);
+
+/* sign.c: the clouds' request signatures, checked against the configured
+ * credentials. Each fills f with the cloud's error code and a message and
+ * returns -EINVAL (-ENOMEM) when the request is not signed right. */
+#define HUAWEI_DATE_SKEW_S (15 * 60)
+#define TENCENT_SKEW_S (5 * 60)
+/* Authorization: SDK-HMAC-SHA256 Access=..., SignedHeaders=..., Signature=... */
+int sign_huawei(struct evhttp_request *req, struct api_fault *f);
+/* Authorization: TC3-HMAC-SHA256 Credential=..., SignedHeaders=..., Signature=... */
+int sign_tencent_tc3(struct evhttp_request *req, struct api_fault *f);
+/* The old API's SecretId, Timestamp, Nonce, SignatureMethod, Signature
+ * among the parameters q (query and form body). */
+int sign_tencent_v1(struct evhttp_request *req, const struct evkeyvalq *q, struct api_fault *f);
+
 /* huawei.c: /v3/{project_id}/... (segs[0] is "v3"). */
 void huawei_handle(struct evhttp_request *req, const struct strv *segs);
-/* tencent.c: Action=... on / and /v2/index.php. */
+
+/* tencent.c: the CVM calls, both API versions. The old API: Action=... on
+ * / and /v2/index.php; API 3.0: POST / with X-TC-Action (tencentv3.c). */
 void tencent_handle(struct evhttp_request *req);
+struct cvm_call {
+	bool associate;
+	const char *instances[CVM_LIST_MAX];
+	size_t n_instances;
+	const struct keypair *keys[CVM_LIST_MAX];
+	size_t n_keys;
+};
+/* Checks the instance ids and key ids (by_name: names too, as the old API
+ * here allows) into c. */
+int tencent_check_call(struct cvm_call *c, const char *const *instances, size_t n_instances,
+		       const char *const *key_ids, size_t n_keys, bool by_name, struct api_fault *f);
+/* "skey-" and 8 of [0-9a-z], as Tencent's key pair ids are. */
+bool tencent_is_key_id(const char *s);
+/* One task per instance. */
+int tencent_queue(const struct cvm_call *c, struct api_fault *f);
+/* {"Response": {fields..., "RequestId"}} or {"Response": {"Error", "RequestId"}}
+ * with err; fields (consumed) may be NULL. */
+void tencent_reply(struct evhttp_request *req, const struct api_fault *err, cJSON *fields);
+/* tencentv3.c */
+void tencentv3_handle(struct evhttp_request *req);
 /* agentapi.c: /v1/servers/{server_id}/... */
 void agentapi_handle(struct evhttp_request *req, const struct strv *segs);
 /* New tasks for srv: a waiting poll gets them now. */

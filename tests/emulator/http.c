@@ -110,6 +110,20 @@ int http_body_text(struct evhttp_request *req, struct buf *b)
 	return memchr(b->data, '\0', len) ? -EINVAL : 0;
 }
 
+int http_body_peek(struct evhttp_request *req, struct buf *b)
+{
+	struct evbuffer *in = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(in);
+	int r = len > BODY_MAX ? -EINVAL : buf_reserve(b, len);
+	if (r == 0 && evbuffer_copyout(in, b->data, len) != (ev_ssize_t)len)
+		r = -EIO;
+	if (r < 0)
+		return r;
+	b->len = len;
+	b->data[len] = '\0';
+	return 0;
+}
+
 static int name_cmp(const void *a, const void *b)
 {
 	return strcmp(*(const char *const *)a, *(const char *const *)b);

@@ -116,6 +116,16 @@ static cJSON *task_body(const char *task_id, const struct order *o)
 	return t;
 }
 
+/* What the order changes in the key pairs' instance lists once done: a
+ * disassociate without keypair_name removes every key of the server. */
+static int order_bind(struct task *t, const struct order *o)
+{
+	const struct keypair *kp = o->kp;
+	if (o->kind == TASK_UNBIND && o->keypair_name)
+		kp = store_keypair_by_name(o->keypair_name);
+	return store_task_bind(t, &kp, kp ? 1 : 0, o->kind == TASK_UNBIND && !o->keypair_name);
+}
+
 /* Queues one task per order, wakes the servers' polls, fills ids[]. */
 static int queue_orders(const struct order *o, size_t n, char (*ids)[UUID_LEN + 1], struct api_fault *f)
 {
@@ -126,6 +136,8 @@ static int queue_orders(const struct order *o, size_t n, char (*ids)[UUID_LEN + 
 		int r = store_uuid(ids[i]);
 		cJSON *body = r < 0 ? NULL : task_body(ids[i], &o[i]);
 		r = body ? store_task_add(ids[i], o[i].server_id, o[i].kind, body, &tasks[i]) : -ENOMEM;
+		if (r == 0)
+			r = order_bind(tasks[i], &o[i]);
 		if (r == -ENOSPC)
 			return api_fault(f, KPS_FULL, "too many servers in the emulator (at most %d)", SERVERS_MAX);
 		if (r < 0)
@@ -377,11 +389,25 @@ static void dispatch_body(struct evhttp_request *req, enum route_id id)
 	http_json_wipe(body);
 }
 
+/* An IAM token (X-Auth-Token) or an AK/SK signature, as the cloud takes
+ * either. */
+static int huawei_authenticate(struct evhttp_request *req, struct api_fault *f)
+{
+	const struct evkeyvalq *h = evhttp_request_get_input_headers(req);
+	const char *auth = evhttp_find_header(h, "Authorization");
+	if (auth && strncmp(auth, "SDK-HMAC-SHA256", strlen("SDK-HMAC-SHA256")) == 0)
+		return sign_huawei(req, f);
+	const char *token = evhttp_find_header(h, "X-Auth-Token");
+	if (!emu.opt.api_token || !http_token_equal(token, emu.opt.api_token))
+		return api_fault(f, KPS_UNAUTHORIZED, "X-Auth-Token is missing or wrong");
+	return 0;
+}
+
 void huawei_handle(struct evhttp_request *req, const struct strv *segs)
 {
-	const char *token = evhttp_find_header(evhttp_request_get_input_headers(req), "X-Auth-Token");
-	if (!http_token_equal(token, emu.opt.api_token)) {
-		http_kps_error(req, 401, KPS_UNAUTHORIZED, "X-Auth-Token is missing or wrong");
+	struct api_fault f = { 0 };
+	if (huawei_authenticate(req, &f) < 0) {
+		http_kps_error(req, f.code ? 401 : 500, f.code ? f.code : KPS_INTERNAL, "%s", f.code ? f.msg : "out of memory");
 		return;
 	}
 	const struct route *r = NULL;

@@ -16,12 +16,18 @@ struct emulator emu;
 static void usage(FILE *f)
 {
 	fprintf(f,
-		"usage: kps-control-plane --listen HOST:PORT --api-token TOKEN --agent-token TOKEN\n"
+		"usage: kps-control-plane --listen HOST:PORT --agent-token TOKEN\n"
+		"                         [--api-token TOKEN] [--huawei-aksk AK:SK] [--tencent-secret ID:KEY]\n"
 		"                         [--fail-results N] [--delay-ms N] [--redeliver-ms N]\n"
 		"\n"
 		"  --listen HOST:PORT   address to serve on; PORT 0 picks a free port\n"
-		"  --api-token TOKEN    X-Auth-Token the Huawei and Tencent calls must carry\n"
 		"  --agent-token TOKEN  bearer token the agent must carry on /v1\n"
+		"  --api-token TOKEN    Huawei X-Auth-Token\n"
+		"  --huawei-aksk AK:SK  Huawei AK/SK signing (SDK-HMAC-SHA256, X-Sdk-Date)\n"
+		"  --tencent-secret ID:KEY\n"
+		"                       Tencent SecretId and SecretKey: API 3.0 (TC3-HMAC-SHA256)\n"
+		"                       and the old API's Signature parameter\n"
+		"  (at least one of --api-token, --huawei-aksk, --tencent-secret)\n"
 		"  --fail-results N     answer the first N result POSTs 503, storing nothing\n"
 		"  --delay-ms N         hold every request N ms before handling it (0-%d)\n"
 		"  --redeliver-ms N     hand a RUNNING task out again after N ms without a\n"
@@ -33,6 +39,40 @@ static bool token_valid(const char *s)
 {
 	size_t n = strlen(s);
 	return n > 0 && n <= TOKEN_MAX && !str_has_ctrl(s, n) && !strchr(s, ' ');
+}
+
+/* "ID:SECRET" into two copies; the secret is wiped from argv, so that
+ * it is not left in /proc/PID/cmdline. */
+static int parse_pair(char *arg, char **id, char **secret)
+{
+	char *colon = strchr(arg, ':');
+	if (!colon || colon == arg || !colon[1])
+		return -EINVAL;
+	*colon = '\0';
+	bool ok = token_valid(arg) && token_valid(colon + 1);
+	free(*id);
+	if (*secret)
+		explicit_bzero(*secret, strlen(*secret));
+	free(*secret);
+	*id = strdup(arg);
+	*secret = strdup(colon + 1);
+	explicit_bzero(colon + 1, strlen(colon + 1));
+	*colon = ':';
+	if (!*id || !*secret)
+		return -ENOMEM;
+	return ok ? 0 : -EINVAL;
+}
+
+static void free_credentials(struct options *o)
+{
+	free(o->huawei_ak);
+	free(o->tencent_id);
+	if (o->huawei_sk)
+		explicit_bzero(o->huawei_sk, strlen(o->huawei_sk));
+	if (o->tencent_key)
+		explicit_bzero(o->tencent_key, strlen(o->tencent_key));
+	free(o->huawei_sk);
+	free(o->tencent_key);
 }
 
 /* "127.0.0.1:8080" or "[::1]:8080". */
@@ -63,6 +103,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "listen", required_argument, NULL, 'l' },
 		{ "api-token", required_argument, NULL, 'a' },
 		{ "agent-token", required_argument, NULL, 't' },
+		{ "huawei-aksk", required_argument, NULL, 'H' },
+		{ "tencent-secret", required_argument, NULL, 'T' },
 		{ "fail-results", required_argument, NULL, 'f' },
 		{ "delay-ms", required_argument, NULL, 'd' },
 		{ "redeliver-ms", required_argument, NULL, 'r' },
@@ -82,6 +124,14 @@ static int parse_options(int argc, char **argv, struct options *o)
 			break;
 		case 't':
 			o->agent_token = optarg;
+			break;
+		case 'H':
+			if (parse_pair(optarg, &o->huawei_ak, &o->huawei_sk) < 0)
+				return -EINVAL;
+			break;
+		case 'T':
+			if (parse_pair(optarg, &o->tencent_id, &o->tencent_key) < 0)
+				return -EINVAL;
 			break;
 		case 'f':
 			if (!http_parse_ulong(optarg, ULONG_MAX, &o->fail_results))
@@ -104,8 +154,8 @@ static int parse_options(int argc, char **argv, struct options *o)
 			return -EINVAL;
 		}
 	}
-	if (optind != argc || !o->listen || !o->api_token || !o->agent_token || !token_valid(o->api_token) ||
-	    !token_valid(o->agent_token))
+	if (optind != argc || !o->listen || !o->agent_token || !token_valid(o->agent_token) ||
+	    (o->api_token && !token_valid(o->api_token)) || (!o->api_token && !o->huawei_ak && !o->tencent_id))
 		return -EINVAL;
 	return 0;
 }
@@ -170,6 +220,7 @@ int main(int argc, char **argv)
 	_cleanup_free_ char *host = NULL;
 	uint16_t port = 0;
 	if (parse_options(argc, argv, &emu.opt) < 0 || parse_listen(emu.opt.listen, &host, &port) < 0) {
+		free_credentials(&emu.opt);
 		usage(stderr);
 		return 2;
 	}
@@ -189,6 +240,7 @@ int main(int argc, char **argv)
 	if (emu.http)
 		evhttp_free(emu.http);
 	store_free();
+	free_credentials(&emu.opt);
 	if (sigterm)
 		event_free(sigterm);
 	if (sigint)

@@ -2,6 +2,7 @@
  * creation order, and the servers that have open tasks or waiting polls.
  * Everything is bounded; finished tasks make room for new ones. */
 #include <sys/random.h>
+#include <time.h>
 
 #include "authkeys.h"
 #include "emulator.h"
@@ -12,6 +13,7 @@ struct store {
 	struct table *tasks;		/* by task id */
 	struct table *servers;		/* by server id */
 	struct task_list all;		/* every task, oldest first */
+	TAILQ_HEAD(, keypair) keypair_list;	/* in import order */
 };
 
 static struct store st;
@@ -38,12 +40,14 @@ static void keypair_free(void *p)
 	free(k->id);
 	free(k->public_key);
 	free(k->fingerprint);
+	strv_free(&k->instances);
 	free(k);
 }
 
 static void task_free(struct task *t)
 {
 	http_json_wipe(t->body);
+	free(t->binds);
 	free(t->server_id);
 	free(t->error_code);
 	free(t->error_msg);
@@ -62,6 +66,7 @@ static void server_free(void *p)
 int store_init(void)
 {
 	TAILQ_INIT(&st.all);
+	TAILQ_INIT(&st.keypair_list);
 	st.keypairs = table_new();
 	st.keypair_ids = table_new();
 	st.tasks = table_new();
@@ -104,6 +109,16 @@ struct keypair *store_keypair_by_name(const char *name)
 	return table_get(st.keypairs, name);
 }
 
+struct keypair *store_keypair_by_id(const char *id)
+{
+	return table_get(st.keypair_ids, id);
+}
+
+struct keypair *store_keypairs_first(void)
+{
+	return TAILQ_FIRST(&st.keypair_list);
+}
+
 struct keypair *store_keypair_find(const char *name_or_id)
 {
 	struct keypair *k = table_get(st.keypair_ids, name_or_id);
@@ -143,6 +158,7 @@ int store_keypair_add(const char *name, const char *public_key, const struct key
 	k->name = strdup(name);
 	k->public_key = pubkey_format(&key);
 	k->fingerprint = TAKE_PTR(key.fingerprint);
+	k->created = (int64_t)time(NULL);
 	int r = keypair_new_id(&k->id);
 	if (r == 0 && (!k->name || !k->public_key || !k->fingerprint))
 		r = -ENOMEM;
@@ -157,6 +173,7 @@ int store_keypair_add(const char *name, const char *public_key, const struct key
 		keypair_free(k);
 		return r;
 	}
+	TAILQ_INSERT_TAIL(&st.keypair_list, k, all);
 	*ret = k;
 	return 0;
 }
@@ -249,6 +266,59 @@ int store_task_add(const char *id, const char *server_id, enum task_kind kind, c
 	return 0;
 }
 
+int store_task_bind(struct task *t, const struct keypair *const *keys, size_t n, bool unbind_all)
+{
+	if (n > 0) {
+		t->binds = calloc(n, sizeof(*t->binds));
+		if (!t->binds)
+			return -ENOMEM;
+		memcpy(t->binds, keys, n * sizeof(*t->binds));
+	}
+	t->n_binds = n;
+	t->unbind_all = unbind_all;
+	return 0;
+}
+
+static void keypair_unbind(struct keypair *k, const char *server)
+{
+	for (size_t i = 0; i < k->instances.n; i++) {
+		if (!streq(k->instances.v[i], server))
+			continue;
+		free(k->instances.v[i]);
+		memmove(k->instances.v + i, k->instances.v + i + 1, (k->instances.n - i) * sizeof(char *));
+		k->instances.n--;
+		return;
+	}
+}
+
+/* Past SERVERS_MAX a key pair forgets its oldest instance: the list is
+ * what DescribeKeyPairs shows, bounded as everything here is. */
+static void keypair_bind(struct keypair *k, const char *server)
+{
+	if (strv_contains(&k->instances, server))
+		return;
+	if (k->instances.n >= SERVERS_MAX)
+		keypair_unbind(k, k->instances.v[0]);
+	(void)strv_push(&k->instances, server);	/* out of memory: the list stays as it was */
+}
+
+/* An associate makes its keys the server's only ones (the agent removes
+ * the entries of earlier associations); a disassociate removes its keys. */
+static void task_apply_binds(const struct task *t)
+{
+	struct keypair *k;
+	if (t->kind != TASK_UNBIND || t->unbind_all)
+		TAILQ_FOREACH(k, &st.keypair_list, all)
+			keypair_unbind(k, t->server_id);
+	for (size_t i = 0; i < t->n_binds; i++) {
+		k = (struct keypair *)t->binds[i];
+		if (t->kind == TASK_UNBIND)
+			keypair_unbind(k, t->server_id);
+		else
+			keypair_bind(k, t->server_id);
+	}
+}
+
 struct task *store_task_find(const char *id)
 {
 	return table_get(st.tasks, id);
@@ -271,6 +341,9 @@ void store_task_finish(struct task *t, bool success, const char *error_code, con
 	if (s) {
 		TAILQ_REMOVE(&s->open, t, open);
 		t->server = NULL;
+		/* the first result counts; a repeated one changes nothing */
+		if (success)
+			task_apply_binds(t);
 	}
 	/* Nothing is delivered again: the credential goes. */
 	http_json_wipe(t->body);
