@@ -803,10 +803,24 @@ static int commit(struct apply *a)
 	return 0;
 }
 
+/* Password login that the result would call on but that nobody can use:
+ * root under a PermitRootLogin other than yes (the agent never changes
+ * it), or a user without a usable password. */
 static void warn_no_password(struct apply *a)
 {
 	const struct plan *p = &a->plan;
-	if (p->password != 1 || a->task->action != TASK_DISASSOCIATE)
+	const char *prl = a->sshd.permit_root_login;
+	if (p->password != 1)
+		return;
+	/* sshd -T spells prohibit-password by its old name. */
+	if (prl && streq(prl, "without-password"))
+		prl = "prohibit-password";
+	if (p->user.uid == 0 && prl && !streq(prl, "yes"))
+		result_warn(a->res,
+			    "PermitRootLogin %s keeps password login off for root: PasswordAuthentication is on, "
+			    "but root cannot log in with a password (the agent never changes PermitRootLogin)",
+			    prl);
+	if (a->task->action != TASK_DISASSOCIATE)
 		return;
 	struct spwd sp, *found = NULL;
 	char buf[4096];

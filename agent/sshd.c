@@ -51,6 +51,8 @@ static int settings_line(struct sshd_settings *s, const char *key, const char *v
 		s->kbdinteractive = parse_bool(val);
 	else if (streq(key, "pubkeyauthentication"))
 		s->pubkey = parse_bool(val);
+	else if (streq(key, "permitrootlogin") && !s->permit_root_login)
+		s->permit_root_login = strdup(val);
 	else if (streq(key, "pidfile") && !s->pidfile)
 		s->pidfile = strdup(val);
 	else if (streq(key, "authorizedkeysfile") && !s->authorized_keys_file)
@@ -88,6 +90,7 @@ int sshd_settings_parse(const char *text, size_t len, struct sshd_settings *s)
 void sshd_settings_free(struct sshd_settings *s)
 {
 	free(s->authorized_keys_file);
+	free(s->permit_root_login);
 	free(s->pidfile);
 	strv_free(&s->listen);
 	strv_free(&s->hostkeys);

@@ -18,6 +18,7 @@ struct sshd_settings {
 	int kbdinteractive;		/* kbdinteractiveauthentication: 0/1 */
 	int pubkey;			/* pubkeyauthentication: 0/1 */
 	char *pidfile;
+	char *permit_root_login;	/* permitrootlogin: yes, prohibit-password, ...; NULL unknown */
 	struct strv hostkeys;
 };
 

@@ -309,6 +309,32 @@ def match_local_port_of_new_port(box, agent):
 
 
 @case
+def root_password_login_warning(box, agent):
+    """Issue 11.3: restoring password login for root under PermitRootLogin
+    prohibit-password (the default, which the agent never changes) is not
+    password login for root: the result says so in warnings. With
+    PermitRootLogin yes it is, and nothing is said."""
+    keydir = os.path.join(sb.ROOT, "rootkeys")
+    os.makedirs(keydir, exist_ok=True)
+    os.chmod(keydir, 0o755)
+    for extra, warned in (("", True), ("Match User root\n\tPermitRootLogin yes\n", False)):
+        b = box.reconfigure(user="root", keys_file=keydir + "/%u", extra_sshd=extra)
+        try:
+            for t in (b.task("disassociate"), b.task(keypair_name="kp1", public_key=b.keys.pub("a"),
+                                                      server={"disable_password": False})):
+                res = expect(b, agent, t)
+                said = [w for w in res.get("warnings", []) if "PermitRootLogin" in w]
+                check(bool(said) == warned, f"{extra!r} {t['action']}: warnings {res.get('warnings')}")
+                if warned:
+                    check("prohibit-password" in said[0], f"{said}")
+                check("password" in b.offered_methods(), "sshd does not offer password at all")
+        finally:
+            if os.path.exists(os.path.join(keydir, "root")):
+                os.unlink(os.path.join(keydir, "root"))
+    box.reconfigure()
+
+
+@case
 def port_change(box, agent):
     reset_home(box)
     new_port = sb.free_port()
