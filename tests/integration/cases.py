@@ -680,6 +680,34 @@ def replay_returns_recorded(box, agent):
 
 
 @case
+def every_task_id_and_results_keep(box, agent):
+    """Issue 11.5: every id the contract allows gets its result and its
+    replay, "." and ".." among them; acknowledged results are pruned to
+    [agent] results_keep, whatever the ids."""
+    with open(box.agent_config) as f:
+        conf = f.read()
+    with open(box.agent_config, "w") as f:
+        f.write(conf.replace("[agent]\n", "[agent]\nresults_keep = 3\n", 1))
+    reset_home(box, USER_LINE)
+    ids = [".", "..", "...", "-", "-x", "_", ".hidden", "a" * 64]
+    for tid in ids:
+        res = expect(box, agent, box.task(task_id=tid, keypair_name="kp1", public_key=box.keys.pub("a")))
+        check(res["task_id"] == tid, f"{tid!r}: {res}")
+        again = expect(box, agent, box.task(task_id=tid, keypair_name="kp1", public_key=box.keys.pub("a")))
+        check(again == res, f"{tid!r}: the replay is not the recorded result: {again} != {res}")
+    kept = os.listdir(os.path.join(box.state, "results"))
+    check(len(kept) == 3, f"results_keep = 3 but {len(kept)} results kept: {sorted(kept)}")
+    # The oldest id was pruned: it is applied again, a new result.
+    res = expect(box, agent, box.task(task_id=".", keypair_name="kp1", public_key=box.keys.pub("a")))
+    check(res["task_id"] == ".", f"{res}")
+    for bad in ("0", "-1", "many", "1e3"):
+        with open(box.agent_config, "w") as f:
+            f.write(conf.replace("[agent]\n", f"[agent]\nresults_keep = {bad}\n", 1))
+        rc = box.apply(box.task(keypair_name="kp1", public_key=box.keys.pub("a")), agent)[0]
+        check(rc == (0 if bad == "0" else 2), f"results_keep = {bad}: exit {rc}")
+
+
+@case
 def sshd_not_running(box, agent):
     reset_home(box)
     box.stop_sshd()

@@ -361,6 +361,24 @@ def replay_from_any_source(box, agent_exe, cp):
         agent.stop()
 
 
+@case
+def every_task_id_over_the_socket(box, agent_exe, cp):
+    """Issue 11.5: every id the contract allows gets exactly one result on
+    the route it came by, in order, and a replay gets the same one."""
+    reset_home(box, USER_LINE)
+    agent = Agent(box, agent_exe, cp)
+    agent.start()
+    try:
+        ids = [".", "..", "...", "-", "-x", "_", ".hidden", "Z" * 64]
+        lines = [box.task(task_id=t, keypair_name="kp1", public_key=box.keys.pub("a")) for t in ids]
+        got = agent.send_lines(lines + lines)
+        check([r["task_id"] for r in got] == ids + ids, f"results: {[r['task_id'] for r in got]}")
+        check(all(r["status"] == "SUCCESS" for r in got), f"{[r for r in got if r['status'] != 'SUCCESS'][:2]}")
+        check(got[:len(ids)] == got[len(ids):], "a replay did not return the recorded result")
+    finally:
+        agent.stop()
+
+
 def main():
     if sys.argv[1:] == ["--list"]:
         print("\n".join(CASES))
