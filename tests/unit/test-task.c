@@ -156,6 +156,7 @@ static void test_error_code_names(void **state)
 		{ ERR_PROBE_FAILED, "KPS.AGENT.PROBE_FAILED" },
 		{ ERR_IO_ERROR, "KPS.AGENT.IO_ERROR" },
 		{ ERR_TIMEOUT, "KPS.AGENT.TIMEOUT" },
+		{ ERR_PORT_IN_USE, "KPS.AGENT.PORT_IN_USE" },
 	};
 	(void)state;
 	assert_int_equal(ELEMENTSOF(names), ERR_COUNT - 1);
