@@ -10,7 +10,9 @@ import os
 import pwd
 import re
 import subprocess
+import shutil
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -577,11 +579,11 @@ def hard_link_to_a_file_the_user_cannot_read(box, agent):
 def shared_authorized_keys_file(box, agent):
     """Issue 11.4: a key file that names no user (no %u, %U, %h; not under
     the home) is every user's: UNSAFE_PATH, nothing written."""
-    shared = os.path.join(sb.ROOT, "shared-keys")
-    os.makedirs(shared, exist_ok=True)
+    shared = tempfile.mkdtemp(prefix="shared-keys.", dir=sb.ROOT)
     os.chmod(shared, 0o755)
+    name = os.path.basename(shared)
     for spec in [f"{shared}/authorized_keys", f"%h/../../{shared.lstrip('/')}/authorized_keys",
-                 f"{shared}/../shared-keys/all", f".ssh/authorized_keys.d/* {shared}/keys"]:
+                 f"{shared}/../{name}/all", f".ssh/authorized_keys.d/* {shared}/keys"]:
         b = box.reconfigure(keys_file=spec)
         reset_home(b, USER_LINE)
         before = sorted(os.listdir(shared))
@@ -589,6 +591,7 @@ def shared_authorized_keys_file(box, agent):
         check("shared" in res["error_msg"], f"{spec}: {res}")
         check(sorted(os.listdir(shared)) == before, f"{spec}: a file was written in the shared place")
         check(not b.login_key("a"), f"{spec}: the key logs in")
+    shutil.rmtree(shared)
 
 
 @case
