@@ -210,7 +210,7 @@ static int back_up(struct apply *a)
 	snprintf(a->backup.task_id, sizeof(a->backup.task_id), "%s", a->task->id);
 	a->backup.server_id = a->res->server_id ? strdup(a->res->server_id) : NULL;
 	for (size_t i = 0; r == 0 && i < p->n_conf; i++)
-		if (p->conf[i].new || (i == 0 && p->main_stage1))
+		if (p->conf[i].new || (i == p->block && p->main_stage1))
 			r = back_up_file(a, &p->conf[i], true);
 	if (r == 0 && p->keys.new)
 		r = back_up_file(a, &p->keys, false);
@@ -366,10 +366,11 @@ static int reload(struct apply *a, bool stage1)
 static int write_config(struct apply *a, const char *main_text, size_t main_len, bool stage1)
 {
 	struct plan *p = &a->plan;
-	if (main_text && write_plan_file(a, &p->conf[0], main_text, main_len) < 0)
+	if (main_text && write_plan_file(a, &p->conf[p->block], main_text, main_len) < 0)
 		return -1;
 	for (size_t i = 1; stage1 && i < p->n_conf; i++)
-		if (p->conf[i].new && write_plan_file(a, &p->conf[i], p->conf[i].new, p->conf[i].new_len) < 0)
+		if (i != p->block && p->conf[i].new &&
+		    write_plan_file(a, &p->conf[i], p->conf[i].new, p->conf[i].new_len) < 0)
 			return -1;
 	step_done(a, STEP_WRITE);
 	struct sshd_settings s;
@@ -489,7 +490,7 @@ static int change_config(struct apply *a)
 		    reload(a, true) < 0 || (a->running && handshake(a, p->port) < 0))
 			return -1;
 	}
-	struct plan_file *m = &p->conf[0];
+	struct plan_file *m = &p->conf[p->block];
 	const char *text = m->new ? m->new : (stage1 ? m->old : NULL);
 	size_t len = m->new ? m->new_len : m->old_len;
 	if (write_config(a, text, len, !stage1) < 0 || check_time(a) < 0)

@@ -162,6 +162,16 @@ static int set_probe_timeout(struct config *c, const char *v, const char **why)
 	return r;
 }
 
+static int set_key_fragment(struct config *c, const char *v, const char **why)
+{
+	if (!streq(v, "auto") && !streq(v, "no")) {
+		*why = "must be auto or no";
+		return -EINVAL;
+	}
+	c->key_fragment = streq(v, "auto");
+	return 0;
+}
+
 static int set_url(struct config *c, const char *v, const char **why)
 {
 	if (*v && strncmp(v, "http://", 7) != 0 && strncmp(v, "https://", 8) != 0) {
@@ -224,6 +234,7 @@ static const struct config_key config_keys[] = {
 	{ "sshd", "address", set_address },
 	{ "sshd", "connect_timeout", set_connect_timeout },
 	{ "sshd", "probe_timeout", set_probe_timeout },
+	{ "sshd", "key_fragment", set_key_fragment },
 	{ "control_plane", "url", set_url },
 	{ "control_plane", "server_id", set_server_id },
 	{ "control_plane", "token_file", set_token_file },
@@ -318,6 +329,7 @@ void config_init_defaults(struct config *cfg)
 		.address = strdup("127.0.0.1"),
 		.connect_timeout_ms = 5000,
 		.probe_timeout_ms = 10000,
+		.key_fragment = true,
 		.url = strdup(""),
 		.server_id = strdup(""),
 		.token_file = strdup(""),

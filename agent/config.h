@@ -29,6 +29,7 @@ struct config {
 	char *address;
 	int connect_timeout_ms;		/* each libssh exchange */
 	int probe_timeout_ms;		/* retries of the post-change probe */
+	bool key_fragment;		/* a key file of its own where sshd reads a directory of them */
 	/* [control_plane] */
 	char *url;
 	char *server_id;

@@ -1,5 +1,6 @@
 /* Works out a task's change from the files as they are: the new
  * authorized_keys, the new sshd_config texts, and the probe's expectations. */
+#include <fnmatch.h>
 #include <glob.h>
 #include <grp.h>
 #include <pwd.h>
@@ -10,6 +11,14 @@
 
 #define PLAN_INCLUDE_DEPTH 8
 #define SSHD_SYSCONFDIR "/etc/ssh"
+#define PLAN_VENDOR_DROPIN "00-kps-agent.conf"
+
+/* A file under the vendor config's directory (/usr/etc/ssh): the package's. */
+static bool is_vendor_path(const struct plan *p, const char *path)
+{
+	size_t n = p->vendor_dir ? strlen(p->vendor_dir) : 0;
+	return n && strncmp(path, p->vendor_dir, n) == 0 && path[n] == '/';
+}
 
 int plan_user(const char *name, struct plan_user *u)
 {
@@ -265,7 +274,10 @@ static int keys_entries(struct plan *p, const struct config *cfg, const char *va
 	/* A config file that cannot be read leaves the answer as printed. */
 	struct result scratch;
 	result_init(&scratch);
-	ssize_t top = strchr(value, ' ') ? conf_index(p, cfg->sshd_config, &scratch) : -1;
+	char vendor_path[PATH_MAX];
+	bool vendor;
+	const char *path = sshd_main_config(cfg, vendor_path, sizeof(vendor_path), &vendor);
+	ssize_t top = strchr(value, ' ') ? conf_index(p, path, &scratch) : -1;
 	int r = top >= 0 ? find_keys_line(p, (size_t)top, 0, value, out, &scratch) : -ENOENT;
 	result_free(&scratch);
 	if (r == 0)
@@ -312,8 +324,33 @@ static bool path_under(const char *path, const char *dir)
 	return strncmp(norm, dir, d) == 0 && norm[d] == '/';
 }
 
-/* The file sshd reads for the user: the first entry that is a path, not a
- * wildcard (OpenSSH 10 reads every file a wildcard matches). */
+#define KEYS_FRAGMENT_NAME "kps-agent"
+#define SSHD_WILDCARD_VERSION 1000	/* OpenSSH 10.0 reads every file an AuthorizedKeysFile glob matches */
+
+/* Where sshd reads a directory of key files (".ssh/authorized_keys.d/" and a star,
+ * Fedora CoreOS), each tool owns one file there: the agent's is
+ * DIR/kps-agent, and the other files are left alone. Only where this sshd
+ * expands the wildcard (OpenSSH 10.0 and later); an older one reads a file
+ * named "*". [sshd] key_fragment = no keeps the first plain file. */
+static char *keys_fragment(const struct config *cfg, const struct strv *entries)
+{
+	const char *dir_glob = NULL;
+	for (size_t i = 0; !dir_glob && cfg->key_fragment && i < entries->n; i++) {
+		size_t n = strlen(entries->v[i]);
+		if (n > 2 && streq(entries->v[i] + n - 2, "/*") && !strpbrk(entries->v[i], "?[") &&
+		    strchr(entries->v[i], '*') == entries->v[i] + n - 1)
+			dir_glob = entries->v[i];
+	}
+	if (!dir_glob || sshd_version(cfg) < SSHD_WILDCARD_VERSION)
+		return NULL;
+	char *path = NULL;
+	int n = (int)strlen(dir_glob) - 1;
+	return asprintf(&path, "%.*s" KEYS_FRAGMENT_NAME, n, dir_glob) < 0 ? NULL : path;
+}
+
+/* The file sshd reads for the user: the agent's fragment where sshd reads a
+ * directory of them, else the first entry that is a path, not a wildcard
+ * (OpenSSH 10 reads every file a wildcard matches). */
 static int keys_path(struct plan *p, const struct config *cfg, const struct sshd_settings *s, struct result *res)
 {
 	const struct plan_user *u = &p->user;
@@ -324,6 +361,9 @@ static int keys_path(struct plan *p, const struct config *cfg, const struct sshd
 		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "sshd reads no authorized_keys file for user %s",
 				   u->name);
 	const char *pattern = NULL;
+	_cleanup_free_ char *fragment = keys_fragment(cfg, &entries);
+	if (fragment)
+		pattern = fragment;
 	for (size_t i = 0; !pattern && i < entries.n; i++)
 		if (!strpbrk(entries.v[i], "*?["))
 			pattern = entries.v[i];
@@ -455,7 +495,7 @@ static int plan_port(struct plan *p, const struct sshd_settings *s, struct resul
 	struct sshdconf_block stage1 = p->want;
 	memcpy(stage1.ports, p->stage1_ports, sizeof(stage1.ports));
 	stage1.n_ports = p->n_stage1_ports;
-	if (write_main(&p->conf[0], &stage1, &p->main_stage1, &p->main_stage1_len, res) < 0)
+	if (write_main(&p->conf[p->block], &stage1, &p->main_stage1, &p->main_stage1_len, res) < 0)
 		return -1;
 	if (plan_includes(p, 0, 0, res) < 0)
 		return -1;
@@ -464,6 +504,10 @@ static int plan_port(struct plan *p, const struct sshd_settings *s, struct resul
 		char *text;
 		size_t len;
 		bool changed;
+		/* The vendor's files under /usr are the package's: a Port line
+		 * there is one the agent cannot change (check_ports says so). */
+		if (i == p->block || is_vendor_path(p, f->path))
+			continue;
 		if (sshdconf_disable_ports(f->old, f->old_len, &text, &len, &changed) < 0)
 			return result_fail(res, ERR_IO_ERROR, "cannot edit %s", f->path);
 		set_new(f, text, len);
@@ -618,12 +662,61 @@ static int check_match_blocks(struct plan *p, const struct sshd_settings *s, str
 	return walk_conf(&w, 0, 0);
 }
 
+/* No /etc/ssh/sshd_config, the vendor's under /usr (openSUSE, SLES 16):
+ * creating the /etc one would replace the whole vendor config, so the block
+ * goes into a drop-in of its own in the directory the vendor config
+ * includes, named to sort first. */
+static int plan_vendor_block(struct plan *p, const struct config *cfg, struct result *res)
+{
+	_cleanup_strv_ struct strv pats = { 0 };
+	char dropin[PATH_MAX];
+	const char *slash = strrchr(cfg->sshd_config, '/');
+	int dirlen = slash ? (int)(slash - cfg->sshd_config) : 0;
+	snprintf(dropin, sizeof(dropin), "%.*s/sshd_config.d/" PLAN_VENDOR_DROPIN, dirlen, cfg->sshd_config);
+	if (sshdconf_includes(p->conf[0].old, p->conf[0].old_len, &pats) < 0)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "cannot read the Include lines of %s", p->conf[0].path);
+	bool included = false;
+	for (size_t i = 0; !included && i < pats.n; i++) {
+		char pattern[PATH_MAX];
+		snprintf(pattern, sizeof(pattern), "%s%s%s", pats.v[i][0] == '/' ? "" : SSHD_SYSCONFDIR,
+			 pats.v[i][0] == '/' ? "" : "/", pats.v[i]);
+		included = fnmatch(pattern, dropin, FNM_PATHNAME) == 0;
+	}
+	if (!included)
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID,
+				   "%s does not exist and the vendor config %s includes no %.*s/sshd_config.d: no place for the "
+				   "agent's settings",
+				   cfg->sshd_config, p->conf[0].path, dirlen, cfg->sshd_config);
+	ssize_t at = conf_index(p, dropin, res);
+	if (at < 0)
+		return -1;
+	struct plan_file *f = &p->conf[at];
+	if (!f->st.exists) {
+		f->uid = 0;
+		f->gid = 0;
+		f->mode = 0644;
+	}
+	p->block = (size_t)at;
+	return 0;
+}
+
 int plan_sshd_config(struct plan *p, const struct config *cfg, const struct sshd_settings *s, const struct task *t,
 		     struct result *res)
 {
-	if (add_conf(p, cfg->sshd_config, res) < 0)
+	char vendor_path[PATH_MAX];
+	bool vendor;
+	const char *top = sshd_main_config(cfg, vendor_path, sizeof(vendor_path), &vendor);
+	if (conf_index(p, top, res) != 0)
 		return -1;
-	struct plan_file *main = &p->conf[0];
+	p->block = 0;
+	if (vendor) {
+		p->vendor_dir = strndup(top, (size_t)(strrchr(top, '/') - top));
+		if (!p->vendor_dir)
+			return result_fail(res, ERR_IO_ERROR, "out of memory");
+		if (plan_vendor_block(p, cfg, res) < 0)
+			return -1;
+	}
+	struct plan_file *main = &p->conf[p->block];
 	int r = sshdconf_block_read(main->old, main->old_len, &p->want);
 	if (r < 0)
 		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "the kps-agent block in %s is damaged", main->path);
@@ -723,6 +816,7 @@ void plan_free(struct plan *p)
 	for (size_t i = 0; i < p->n_conf; i++)
 		plan_file_free(&p->conf[i]);
 	free(p->main_stage1);
+	free(p->vendor_dir);
 	free_keys(p->accept, p->n_accept);
 	free_keys(p->refuse, p->n_refuse);
 	free(p->user.name);

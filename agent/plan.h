@@ -44,6 +44,8 @@ struct plan {
 	struct plan_file keys;
 	struct plan_file conf[PLAN_MAX_CONF];	/* [0] the main sshd_config */
 	size_t n_conf;
+	size_t block;		/* the file holding the managed block: [0], or the vendor layout's drop-in */
+	char *vendor_dir;	/* the vendor layout: the directory of the vendor config, never written */
 	char *main_stage1;	/* main file listening on old and new port, or NULL */
 	size_t main_stage1_len;
 	struct sshdconf_block want;	/* the managed block afterwards */

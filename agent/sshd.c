@@ -204,6 +204,41 @@ int sshd_exec(char *const argv[], int timeout_ms, struct buf *out, char *msg, si
 	return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
+const char *sshd_main_config(const struct config *cfg, char *buf, size_t size, bool *vendor)
+{
+	const char *path = cfg->sshd_config;
+	*vendor = false;
+	if (access(path, F_OK) == 0 || errno != ENOENT)
+		return path;
+	/* The last "/etc/" of the path, with "/usr" put before it. */
+	const char *etc = NULL;
+	for (const char *p = strstr(path, "/etc/"); p; p = strstr(p + 1, "/etc/"))
+		etc = p;
+	if (!etc || snprintf(buf, size, "%.*s/usr%s", (int)(etc - path), path, etc) >= (int)size ||
+	    access(buf, F_OK) < 0)
+		return path;
+	*vendor = true;
+	return buf;
+}
+
+int sshd_version(const struct config *cfg)
+{
+	char *argv[] = { cfg->sshd_binary, "-V", NULL };
+	_cleanup_buf_ struct buf out = { 0 };
+	char err[256] = "";
+	int r = sshd_exec(argv, SSHD_T_TIMEOUT_MS, &out, err, sizeof(err));
+	if (r < 0)
+		return r;
+	/* "OpenSSH_9.2p1 Debian-2, OpenSSL 3.0.19", on stdout or stderr. */
+	const char *v = out.data ? strstr(out.data, "OpenSSH_") : NULL;
+	if (!v)
+		v = strstr(err, "OpenSSH_");
+	unsigned major, minor;
+	if (!v || sscanf(v, "OpenSSH_%u.%u", &major, &minor) != 2 || major > 99 || minor > 99)
+		return -EBADMSG;
+	return (int)(major * 100 + minor);
+}
+
 /* One `sshd -T -C SPEC`; lport 0 leaves the local port out of the spec. */
 static int query_once(const struct config *cfg, const char *user, int lport, struct buf *out, char *err,
 		      size_t errlen)
@@ -213,7 +248,10 @@ static int query_once(const struct config *cfg, const char *user, int lport, str
 	int n = snprintf(spec, sizeof(spec), "user=%s,host=localhost,addr=%s,laddr=%s", user, addr, addr);
 	if (lport > 0)
 		snprintf(spec + n, sizeof(spec) - (size_t)n, ",lport=%d", lport);
-	char *argv[] = { cfg->sshd_binary, "-T", "-f", cfg->sshd_config, "-C", spec, NULL };
+	char main[PATH_MAX];
+	bool vendor;
+	char *argv[] = { cfg->sshd_binary, "-T", "-f", (char *)sshd_main_config(cfg, main, sizeof(main), &vendor), "-C",
+			 spec, NULL };
 	buf_free(out);
 	return sshd_exec(argv, SSHD_T_TIMEOUT_MS, out, err, errlen);
 }
@@ -251,7 +289,10 @@ int sshd_query(const struct config *cfg, const char *user, struct sshd_settings 
 		return r;
 	}
 	if (r != 0) {
-		snprintf(msg, msglen, "sshd -T refused %s: %s", cfg->sshd_config, err[0] ? err : "no reason given");
+		char main[PATH_MAX];
+		bool vendor;
+		snprintf(msg, msglen, "sshd -T refused %s: %s", sshd_main_config(cfg, main, sizeof(main), &vendor),
+			 err[0] ? err : "no reason given");
 		return -EINVAL;
 	}
 	r = sshd_settings_parse(out.data ? out.data : "", out.len, s);
@@ -352,7 +393,9 @@ int sshd_inputs_digest(const struct config *cfg, const char *user, char digest[6
 	digest_stat(md, cfg->sshd_binary);
 	digest_stat(md, "/etc/passwd");
 	digest_stat(md, "/etc/group");
-	int r = digest_config(md, cfg->sshd_config, 0);
+	char main[PATH_MAX];
+	bool vendor;
+	int r = digest_config(md, sshd_main_config(cfg, main, sizeof(main), &vendor), 0);
 	if (r == 0 && !EVP_DigestFinal_ex(md, raw, &n))
 		r = -EIO;
 	EVP_MD_CTX_free(md);
@@ -487,8 +530,11 @@ int sshd_start_plan(const struct config *cfg, const struct sshd_units *units, st
 		plan_add(plan, STEP_BUS_RESTART, units->ssh_service ? "ssh.service" : "sshd.service");
 		return 0;
 	}
+	bool vendor;
+	char buf[PATH_MAX];
+	snprintf(plan->config, sizeof(plan->config), "%s", sshd_main_config(cfg, buf, sizeof(buf), &vendor));
 	plan_add(plan, STEP_START_SSHD, cfg->sshd_binary);
-	plan->steps[0].arg2 = cfg->sshd_config;
+	plan->steps[0].arg2 = plan->config;
 	return 0;
 }
 

@@ -2,6 +2,7 @@
  * to make it reload. */
 #pragma once
 
+#include <limits.h>
 #include <sys/types.h>
 
 #include "config.h"
@@ -21,6 +22,17 @@ struct sshd_settings {
 	char *permit_root_login;	/* permitrootlogin: yes, prohibit-password, ...; NULL unknown */
 	struct strv hostkeys;
 };
+
+/* The main sshd_config that sshd reads: [sshd] config, or, where that file
+ * is absent and a vendor copy exists with "/usr" before its last "/etc/"
+ * (openSUSE and SLES 16 ship /usr/etc/ssh/sshd_config and no
+ * /etc/ssh/sshd_config), the vendor copy, which is never written:
+ * *vendor tells which. buf holds the vendor path. */
+const char *sshd_main_config(const struct config *cfg, char *buf, size_t size, bool *vendor);
+
+/* The OpenSSH version of the sshd binary as major * 100 + minor (902 for
+ * 9.2, 1006 for 10.6), from `sshd -V`; -errno when it says none. */
+int sshd_version(const struct config *cfg);
 
 /* Parses `sshd -T` output. Pure. -EBADMSG when a needed key is missing. */
 int sshd_settings_parse(const char *text, size_t len, struct sshd_settings *s);
@@ -78,6 +90,7 @@ struct sshd_units {
 struct reload_plan {
 	struct reload_step steps[RELOAD_MAX_STEPS];
 	size_t n;
+	char config[PATH_MAX];	/* STEP_START_SSHD's config (arg2 points here) */
 };
 
 /* -ENOENT when there is nothing to reload with (auto without units and

@@ -284,7 +284,7 @@ def match_blocks_that_cannot_apply(box, agent):
     other_port = sb.free_port()
     blocks = [
         "Match User nobody,root\n\tPasswordAuthentication yes\n",
-        "Match User *,!kpstest\n\tPasswordAuthentication yes\n",
+        f"Match User *,!{sb.TEST_USER}\n\tPasswordAuthentication yes\n",
         "Match Address !10.0.0.1\n\tPasswordAuthentication yes\n",   # negation alone never matches
         f"Match LocalPort {other_port}\n\tPasswordAuthentication yes\n",
         "Match Group nogroup-kps\n\tKbdInteractiveAuthentication yes\n",
@@ -728,7 +728,8 @@ def config_errors_exit_2(box, agent):
     t = json.dumps(box.task(keypair_name="kp1", public_key=box.keys.pub("a")))
     bad = os.path.join(box.dir, "bad.conf")
     for text, needle in [("[agent]\nbogus = 1\n", "bogus"), ("[nosuch]\nx = 1\n", "nosuch"),
-                         ("[sshd]\nreload = sometimes\n", "reload"), ("[agent]\nstate_dir = relative\n", "state_dir")]:
+                         ("[sshd]\nreload = sometimes\n", "reload"), ("[agent]\nstate_dir = relative\n", "state_dir"),
+                         ("[sshd]\nkey_fragment = maybe\n", "key_fragment"), ("[agent]\nresults_keep = -1\n", "results_keep")]:
         with open(bad, "w") as f:
             f.write(text)
         before = snapshot(box)

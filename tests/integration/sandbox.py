@@ -18,7 +18,9 @@ import uuid
 SSHD = "/usr/sbin/sshd"
 SSH = "/usr/bin/ssh"
 SSH_KEYGEN = "/usr/bin/ssh-keygen"
-TEST_USER = "kpstest"
+# KPS_TEST_USER keeps two checkouts' test runs on one machine out of each
+# other's home directory.
+TEST_USER = os.environ.get("KPS_TEST_USER", "kpstest")
 TEST_PASSWORD = "Kps-Test-Pass-1"
 # Under /run: root-owned and not world-writable all the way up, as the
 # agent's StrictModes checks demand (/tmp is 1777 and would be refused).
