@@ -3,6 +3,7 @@
  * with the local port in hex after the colon and st 0A for LISTEN. */
 #include <arpa/inet.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 
@@ -21,20 +22,44 @@ static int push(struct listeners *out, const struct listener *l)
 	return 0;
 }
 
-static int parse_line(const char *line, bool v6, struct listeners *out)
+#define FIELD_LOCAL 1
+#define FIELD_STATE 3
+#define FIELD_UID 7
+#define FIELD_INODE 9
+#define FIELDS 10
+
+/* Splits a table line into its first FIELDS white-space separated fields. */
+static int fields(char *line, char *f[FIELDS])
 {
-	char local[64], remote[64];
-	unsigned st, uid;
-	unsigned long inode;
-	/* sl: local rem st queues timers retrnsmt uid timeout inode */
-	if (sscanf(line, " %*u: %63s %63s %x %*s %*s %*s %u %*d %lu", local, remote, &st, &uid, &inode) != 5)
+	char *save = NULL;
+	size_t n = 0;
+	for (char *t = strtok_r(line, " \t", &save); t && n < FIELDS; t = strtok_r(NULL, " \t", &save))
+		f[n++] = t;
+	return n == FIELDS ? 0 : -EBADMSG;
+}
+
+static int number(const char *s, int base, unsigned long max, unsigned long *out)
+{
+	char *end;
+	errno = 0;
+	unsigned long v = strtoul(s, &end, base);
+	if (errno || end == s || *end || v > max)
+		return -EBADMSG;
+	*out = v;
+	return 0;
+}
+
+static int parse_line(char *line, bool v6, struct listeners *out)
+{
+	char *f[FIELDS];
+	unsigned long st, uid, inode, port;
+	if (fields(line, f) < 0 || number(f[FIELD_STATE], 16, 0xff, &st) < 0 ||
+	    number(f[FIELD_UID], 10, UINT32_MAX, &uid) < 0 || number(f[FIELD_INODE], 10, ULONG_MAX, &inode) < 0)
 		return -EBADMSG;
 	if (st != TCP_LISTEN)
 		return 0;
-	const char *colon = strrchr(local, ':');
-	char *end;
-	unsigned long port = colon ? strtoul(colon + 1, &end, 16) : 0;
-	if (!colon || *end || port > 65535)
+	const char *colon = strrchr(f[FIELD_LOCAL], ':');
+	if (!colon || number(colon + 1, 16, 65535, &port) < 0)
 		return -EBADMSG;
 	struct listener l = { .port = (int)port, .uid = (uid_t)uid, .inode = inode, .v6 = v6 };
 	return push(out, &l);

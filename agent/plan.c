@@ -40,7 +40,7 @@ int plan_user(const char *name, struct plan_user *u)
 
 static int split_path(const char *path, char **dir, const char **name)
 {
-	const char *slash = strrchr(path, '/');
+	const char *slash = path ? strrchr(path, '/') : NULL;
 	if (!slash || !slash[1])
 		return -EINVAL;
 	*dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
@@ -229,6 +229,30 @@ static bool line_prints_as(const struct strv *args, const char *value)
 	return b.data && streq(b.data, value);
 }
 
+static int find_keys_line(struct plan *p, size_t index, int depth, const char *value, struct strv *out,
+			  struct result *res);
+
+/* The files an Include names, searched in sshd's order. */
+/* NOLINTNEXTLINE(misc-no-recursion): depth <= PLAN_INCLUDE_DEPTH */
+static void find_keys_included(struct plan *p, const struct strv *args, int depth, const char *value,
+			       struct strv *out, struct result *res)
+{
+	for (size_t i = 0; out->n == 0 && i < args->n; i++) {
+		char pattern[PATH_MAX];
+		const char *a = args->v[i];
+		glob_t g = { 0 };
+		snprintf(pattern, sizeof(pattern), "%s%s%s", a[0] == '/' ? "" : SSHD_SYSCONFDIR, a[0] == '/' ? "" : "/", a);
+		if (glob(pattern, 0, NULL, &g) != 0)
+			g.gl_pathc = 0;
+		for (size_t k = 0; out->n == 0 && k < g.gl_pathc; k++) {
+			ssize_t at = conf_index(p, g.gl_pathv[k], res);
+			if (at >= 0)
+				find_keys_line(p, (size_t)at, depth + 1, value, out, res);
+		}
+		globfree(&g);
+	}
+}
+
 /* NOLINTNEXTLINE(misc-no-recursion): depth <= PLAN_INCLUDE_DEPTH */
 static int find_keys_line(struct plan *p, size_t index, int depth, const char *value, struct strv *out,
 			  struct result *res)
@@ -236,31 +260,14 @@ static int find_keys_line(struct plan *p, size_t index, int depth, const char *v
 	struct sshdconf_directive d = { 0 };
 	size_t pos = 0;
 	int r;
-	while (depth <= PLAN_INCLUDE_DEPTH &&
+	while (out->n == 0 && depth <= PLAN_INCLUDE_DEPTH &&
 	       (r = sshdconf_next(p->conf[index].old, p->conf[index].old_len, &pos, &d)) > 0) {
 		if (!strcasecmp(d.keyword, "AuthorizedKeysFile") && line_prints_as(&d.args, value)) {
 			for (size_t i = 0; r >= 0 && i < d.args.n; i++)
 				r = strv_push_take(out, tilde_expand(d.args.v[i]));
-			break;
+		} else if (!strcasecmp(d.keyword, "Include")) {
+			find_keys_included(p, &d.args, depth, value, out, res);
 		}
-		if (strcasecmp(d.keyword, "Include") != 0)
-			continue;
-		for (size_t i = 0; out->n == 0 && i < d.args.n; i++) {
-			char pattern[PATH_MAX];
-			const char *a = d.args.v[i];
-			glob_t g = { 0 };
-			snprintf(pattern, sizeof(pattern), "%s%s%s", a[0] == '/' ? "" : SSHD_SYSCONFDIR, a[0] == '/' ? "" : "/", a);
-			if (glob(pattern, 0, NULL, &g) != 0)
-				g.gl_pathc = 0;
-			for (size_t k = 0; out->n == 0 && k < g.gl_pathc; k++) {
-				ssize_t at = conf_index(p, g.gl_pathv[k], res);
-				if (at >= 0)
-					find_keys_line(p, (size_t)at, depth + 1, value, out, res);
-			}
-			globfree(&g);
-		}
-		if (out->n)
-			break;
 	}
 	strv_free(&d.args);
 	return out->n ? 0 : -ENOENT;
@@ -575,6 +582,7 @@ static int match_overrides(struct match_walk *w, const struct sshdconf_directive
 
 static int walk_conf(struct match_walk *w, size_t index, int depth);
 
+/* NOLINTNEXTLINE(misc-no-recursion): depth <= PLAN_INCLUDE_DEPTH, see walk_conf */
 static int walk_include(struct match_walk *w, const struct sshdconf_directive *d, int depth)
 {
 	for (size_t i = 0; i < d->args.n; i++) {

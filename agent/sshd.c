@@ -233,8 +233,14 @@ int sshd_version(const struct config *cfg)
 	const char *v = out.data ? strstr(out.data, "OpenSSH_") : NULL;
 	if (!v)
 		v = strstr(err, "OpenSSH_");
-	unsigned major, minor;
-	if (!v || sscanf(v, "OpenSSH_%u.%u", &major, &minor) != 2 || major > 99 || minor > 99)
+	if (!v)
+		return -EBADMSG;
+	char *end;
+	unsigned long major = strtoul(v + strlen("OpenSSH_"), &end, 10);
+	if (*end != '.' || major > 99)
+		return -EBADMSG;
+	unsigned long minor = strtoul(end + 1, &end, 10);
+	if (minor > 99)
 		return -EBADMSG;
 	return (int)(major * 100 + minor);
 }
