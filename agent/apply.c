@@ -10,6 +10,7 @@
 #include "log.h"
 #include "plan.h"
 #include "proof.h"
+#include "selinux.h"
 #include "sshd.h"
 
 #define PORT_WAIT_MS 5000
@@ -800,11 +801,33 @@ static void note_listen_ports(struct apply *a)
 /* Before anything is written: the ordered port must be free on every
  * address sshd will listen on. A program there would make sshd fail to
  * bind it, and a sshd that binds nothing exits. */
+/* Under SELinux sshd may bind only ports labelled ssh_port_t: another
+ * label would have sshd fail to bind after the change. */
+static int check_port_label(struct apply *a, int port)
+{
+	char type[128] = "";
+	int r = selinux_port_type(port, type, sizeof(type));
+	if (r == -ENOENT && !selinux_on())
+		return 0;
+	if (r < 0 && r != -ENOENT)
+		return result_fail(a->res, ERR_SSHD_CONFIG_INVALID, "cannot read the SELinux policy's port labels: %s",
+				   strerror(-r));
+	if (r == 0 && streq(type, SELINUX_SSH_PORT_TYPE))
+		return 0;
+	return result_fail(a->res, ERR_SSHD_CONFIG_INVALID,
+			   "SELinux labels port %d %s, not %s: sshd could not bind it; label it first with "
+			   "`semanage port -a -t %s -p tcp %d`",
+			   port, r == 0 ? type : "with the default port type", SELINUX_SSH_PORT_TYPE, SELINUX_SSH_PORT_TYPE,
+			   port);
+}
+
 static int check_port_free(struct apply *a)
 {
 	const struct plan *p = &a->plan;
 	if (!p->port_change)
 		return 0;
+	if (check_port_label(a, p->port) < 0)
+		return -1;
 	for (size_t i = 0; a->running && i < a->n_listen_ports; i++)
 		if (a->listen_ports[i] == p->port)
 			return 0;	/* sshd holds it already */

@@ -9,6 +9,7 @@
 
 #include "log.h"
 #include "safefile.h"
+#include "selinux.h"
 
 #define SAFEFILE_MAX_LINKS 8
 #define SELINUX_XATTR "security.selinux"
@@ -127,10 +128,34 @@ static bool inside(const char *walked, const char *home)
 	return strncmp(walked, home, n) == 0 && (walked[n] == '\0' || walked[n] == '/');
 }
 
+/* With SELinux on, what a create in dirfd makes gets the default context of
+ * its final path, name in that directory: as restorecon would set it. */
+static int label_next_create(int dirfd, const char *name, mode_t mode)
+{
+	if (!selinux_on())
+		return 0;
+	char link[64], dir[PATH_MAX], path[PATH_MAX];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+	ssize_t n = readlink(link, dir, sizeof(dir) - 1);
+	if (n < 0)
+		return -errno;
+	dir[n] = '\0';
+	if (snprintf(path, sizeof(path), "%s/%s", streq(dir, "/") ? "" : dir, name) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	return selinux_create_as(path, mode);
+}
+
 static int make_dir(struct safefile_dir *dir, int parent, const char *name, char *msg, size_t msglen)
 {
 	_cleanup_fsuid_ struct fsuid_saved s = fsuid_enter(dir->uid != 0, dir->uid, dir->gid);
-	if (mkdirat(parent, name, 0700) < 0 && errno != EEXIST) {
+	int l = label_next_create(parent, name, S_IFDIR | 0700);
+	if (l < 0) {
+		snprintf(msg, msglen, "cannot find the SELinux context for %s: %s", name, strerror(-l));
+		return l;
+	}
+	int made = mkdirat(parent, name, 0700);
+	selinux_create_done();
+	if (made < 0 && errno != EEXIST) {
 		int e = errno;
 		snprintf(msg, msglen, "cannot create directory %s: %s", name, strerror(e));
 		return -e;
@@ -444,7 +469,7 @@ static bool unchanged(int dirfd, const char *name, const struct safefile_stat *e
 	       st.st_mtim.tv_nsec == expect->mtime.tv_nsec;
 }
 
-static int make_temp(int dirfd, const char *name, char *tmp, size_t size)
+static int make_temp_file(int dirfd, const char *name, char *tmp, size_t size)
 {
 	for (int tries = 0; tries < 16; tries++) {
 		uint64_t rnd;
@@ -458,6 +483,17 @@ static int make_temp(int dirfd, const char *name, char *tmp, size_t size)
 			return fd >= 0 ? fd : -errno;
 	}
 	return -EEXIST;
+}
+
+/* A temp file beside name, labelled for name (the rename keeps it). */
+static int make_temp(int dirfd, const char *name, char *tmp, size_t size)
+{
+	int l = label_next_create(dirfd, name, S_IFREG | 0600);
+	if (l < 0)
+		return l;
+	int fd = make_temp_file(dirfd, name, tmp, size);
+	selinux_create_done();
+	return fd;
 }
 
 #define CARRY_MAX ((off_t)1024 * 1024)	/* appended to the old file during the swap */

@@ -5,7 +5,7 @@ set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="meson ninja-build pkg-config gcc clang python3 \
-	libssh-dev libevent-dev libcjson-dev libsystemd-dev libinih-dev libcmocka-dev libssl-dev \
+	libssh-dev libevent-dev libcjson-dev libsystemd-dev libinih-dev libcmocka-dev libssl-dev libselinux1-dev libsepol-dev \
 	openssh-server openssh-client sshpass"
 
 missing=""
