@@ -40,7 +40,7 @@ int selinux_create_as(const char *path, mode_t mode)
 	if (!labels)
 		return -errno;
 	char *con = NULL;
-	if (selabel_lookup(labels, &con, path, mode) < 0)
+	if (selabel_lookup(labels, &con, path, (int)mode) < 0)
 		return errno == ENOENT ? 0 : -errno;	/* no rule: the kernel's default */
 	int r = setfscreatecon(con) < 0 ? -errno : 0;
 	freecon(con);
@@ -79,6 +79,7 @@ static void quiet(void *arg, sepol_handle_t *h, const char *fmt, ...)
 	(void)fmt;
 }
 
+/* NOLINTNEXTLINE(readability-non-const-parameter): port_record writes it */
 int selinux_port_type(int port, char *type, size_t size)
 {
 	if (!selinux_on())
