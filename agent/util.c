@@ -2,6 +2,8 @@
 #include <stdarg.h>
 #include <time.h>
 
+#include <sys/mman.h>
+
 #include "util.h"
 
 int buf_reserve(struct buf *b, size_t more)
@@ -120,12 +122,27 @@ void strv_free(struct strv *s)
 	*s = (struct strv){ 0 };
 }
 
+/* Pages of their own: never next to other data in a heap chunk that
+ * realloc could copy, locked out of swap, left out of core dumps. */
+static size_t secret_span(size_t len)
+{
+	size_t page = (size_t)sysconf(_SC_PAGESIZE);
+	return (len + 1 + page - 1) / page * page;
+}
+
 int secret_set(struct secret *s, const char *src, size_t len)
 {
 	secret_wipe(s);
-	s->data = malloc(len + 1);
-	if (!s->data)
+	if (len > SECRET_MAX)
+		return -E2BIG;
+	size_t span = secret_span(len);
+	void *p = mmap(NULL, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (p == MAP_FAILED)
 		return -ENOMEM;
+	/* Both are best effort: a failure leaves a secret that is still wiped. */
+	(void)madvise(p, span, MADV_DONTDUMP);
+	(void)mlock(p, span);
+	s->data = p;
 	memcpy(s->data, src, len);
 	s->data[len] = '\0';
 	s->len = len;
@@ -135,8 +152,10 @@ int secret_set(struct secret *s, const char *src, size_t len)
 void secret_wipe(struct secret *s)
 {
 	if (s->data) {
-		explicit_bzero(s->data, s->len);
-		free(s->data);
+		size_t span = secret_span(s->len);
+		explicit_bzero(s->data, span);
+		munlock(s->data, span);
+		munmap(s->data, span);
 	}
 	*s = (struct secret){ 0 };
 }

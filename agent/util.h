@@ -89,8 +89,10 @@ static inline void strv_freep(struct strv *s)
 	strv_free(s);
 }
 
-/* A secret (password, private key). It has no function that formats it;
- * its cleanup wipes the memory before freeing it. */
+/* A secret (password, private key). It has no function that formats it.
+ * Its bytes live in pages of their own (mmap), locked (mlock) and left out
+ * of core dumps (MADV_DONTDUMP); its cleanup wipes them before unmapping. */
+#define SECRET_MAX ((size_t)64 * 1024)
 struct secret {
 	char *data;
 	size_t len;
