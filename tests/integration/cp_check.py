@@ -335,7 +335,7 @@ def poll_backoff(box, agent_exe):
         cp.push(task)
         res = cp.result(task["task_id"], timeout=90)
         check(res["status"] == "SUCCESS", f"{res}")
-        check("polling works again" in agent.text(), "the recovery was not logged")
+        check("polling for tasks works again" in agent.text(), "the recovery was not logged")
 
     with_agent(box, agent_exe, cp, run)
 
