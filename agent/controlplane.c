@@ -28,6 +28,7 @@
 #define CP_POST_TIMEOUT_S 30		/* a result post, start to end */
 #define CP_POLL_BODY_MAX (4L * 1024 * 1024)
 #define CP_POST_BODY_MAX (64L * 1024)
+#define CP_BACKOFF_CAP_MIN_MS 60000U
 
 struct controlplane {
 	struct daemon *d;
@@ -409,6 +410,17 @@ out:
 	return r;
 }
 
+/* The backoff's cap: 60 s, or two poll cycles when they are longer. A fleet
+ * back from an outage returns spread over the window it had reached, and
+ * its first second carries about 2 * N / cap requests (the residual wait
+ * of a uniform draw): with two cycles, about the steady rate of N per
+ * cycle, not more. */
+static unsigned backoff_cap_ms(int poll_wait_s)
+{
+	unsigned cycles = 2U * (unsigned)poll_wait_s * 1000U;
+	return cycles > CP_BACKOFF_CAP_MIN_MS ? cycles : CP_BACKOFF_CAP_MIN_MS;
+}
+
 static int setup_transport(struct controlplane *p, const struct config *cfg)
 {
 	struct cphttp_peer *peer = &p->peer;
@@ -419,7 +431,8 @@ static int setup_transport(struct controlplane *p, const struct config *cfg)
 	}
 	*peer = (struct cphttp_peer){ .base = daemon_base(p->d), .host = p->host, .host_header = p->host_header,
 				      .host_is_ip = peer->host_is_ip, .port = peer->port, .auth = &p->auth,
-				      .jitter_pct = (unsigned)cfg->poll_jitter_pct };
+				      .jitter_pct = (unsigned)cfg->poll_jitter_pct,
+				      .backoff_cap_ms = backoff_cap_ms(cfg->poll_wait_s) };
 	if (https && cphttp_tls_ctx(cfg->ca_file, &peer->ssl_ctx) < 0)
 		return -EINVAL;
 	if (!https && p->auth.len)

@@ -17,7 +17,6 @@
 #include "version.h"
 
 #define CPHTTP_BACKOFF_BASE_MS 1000U
-#define CPHTTP_BACKOFF_CAP_MS 60000U
 #define CPHTTP_HEADERS_MAX (64L * 1024)
 
 static uint32_t random_u32(void)
@@ -36,12 +35,12 @@ unsigned cphttp_random_ms(unsigned max_ms)
 
 /* Full jitter, so that a fleet that lost the control plane together does
  * not come back in step. */
-unsigned cphttp_backoff_ms(unsigned failures)
+unsigned cphttp_backoff_ms(unsigned failures, unsigned cap_ms)
 {
 	unsigned shift = failures > 0 ? failures - 1 : 0;
-	uint64_t window = shift >= 16 ? CPHTTP_BACKOFF_CAP_MS : (uint64_t)CPHTTP_BACKOFF_BASE_MS << shift;
-	if (window > CPHTTP_BACKOFF_CAP_MS)
-		window = CPHTTP_BACKOFF_CAP_MS;
+	uint64_t window = shift >= 20 ? cap_ms : (uint64_t)CPHTTP_BACKOFF_BASE_MS << shift;
+	if (window > cap_ms)
+		window = cap_ms;
 	return cphttp_random_ms((unsigned)window);
 }
 
@@ -159,7 +158,7 @@ void cphttp_failed(struct cphttp_slot *s, const char *what, const char *err)
 {
 	bool busy = code_is_busy(s->code);
 	s->failures++;
-	unsigned ms = cphttp_backoff_ms(s->failures);
+	unsigned ms = cphttp_backoff_ms(s->failures, s->peer->backoff_cap_ms);
 	if (s->retry_after_ms) {
 		/* Obeyed, and spread as the poll cycle is: a fleet told the
 		 * same Retry-After does not come back in the same second. */

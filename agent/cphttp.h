@@ -24,6 +24,7 @@ struct cphttp_peer {
 	int port;
 	const struct secret *auth;	/* "Bearer <token>"; empty without a token */
 	unsigned jitter_pct;		/* spreads Retry-After like the poll cycle */
+	unsigned backoff_cap_ms;	/* the backoff window's cap */
 };
 
 struct cphttp_slot;
@@ -73,8 +74,8 @@ void cphttp_failed(struct cphttp_slot *s, const char *what, const char *err);
 void cphttp_succeeded(struct cphttp_slot *s);
 /* Why the last request failed, for the log. */
 void cphttp_describe(struct cphttp_slot *s, struct evhttp_request *req, char *err, size_t size);
-/* Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(n-1))]. */
-unsigned cphttp_backoff_ms(unsigned failures);
+/* Exponential backoff with full jitter: uniform in [0, min(cap, 1 s * 2^(n-1))]. */
+unsigned cphttp_backoff_ms(unsigned failures, unsigned cap_ms);
 /* Uniform in [0, max_ms]. */
 unsigned cphttp_random_ms(unsigned max_ms);
 /* Retry-After (delta-seconds or an HTTP-date) in ms from now, capped;

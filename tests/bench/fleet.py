@@ -410,6 +410,16 @@ def main():
                  if i2 in posts and i3 in posts and min(posts[i2]) > min(posts[i3])]
         log(f"results: {len(all_tasks)} tasks, {len(lost)} lost, {len(dup)} duplicated (emulator: {emu_lost} "
             f"without a result, {emu_dup} stored twice); {len(order)} agents posted out of order")
+        for i in dup[:3]:
+            rnd = 1 if i in first else 2 if i in rounds[0] else 3
+            seen = [(round(t - r0, 3), st, round((ta or t) - t, 3)) for t, m, p, st, ta in events
+                    if m == "POST" and f"/tasks/{i}/" in p]
+            log(f"  duplicated: task {i} (round {rnd}, {all_tasks[i][0]}): posts at (s from recovery, status, "
+                f"took) {seen}")
+            with open(os.path.join(root, "a" + all_tasks[i][0].split("-")[1], "agent.log")) as f:
+                for line in f:
+                    if i in line or "results" in line:
+                        log("    " + line.rstrip())
         busy = sum(open(os.path.join(root, f"a{i:04d}", "agent.log")).read().count(
             "busy (HTTP 503) while posting results") for i in range(n))
         log(f"backpressure: {busy} 'busy' log lines over {n} agents")
