@@ -20,7 +20,7 @@ Phases, and what is reported:
 4. outage: result posts are refused with 503 while two more tasks per agent
    are handed out (so each agent holds two results in its outbox), then
    the control plane is gone (connections refused) for --outage s.
-5. recovery: --recovery s (default 90): requests per second, mean and worst
+5. recovery: --recovery s (default 150): requests per second, mean and worst
    second, polls alone; every queued result posted once, oldest first.
 Lost (a task with no stored result) and duplicated (stored more than once,
 by the emulator's own count) over all tasks; the emulator's RSS, one
@@ -116,8 +116,10 @@ class Proxy:
 
     def set_mode(self, mode):
         if mode == "down" and self.mode != "down":
-            self.mode = mode
+            # Closed first, then marked: a post arriving meanwhile is still
+            # refused, never stored upstream with its answer cut off.
             self.call(self._down())
+            self.mode = mode
         elif mode != "down" and self.mode == "down":
             self.mode = mode
             self.call(self._listen())
@@ -310,7 +312,7 @@ def main():
     ap.add_argument("--poll-wait", type=int, default=60)
     ap.add_argument("--steady", type=int, default=60)
     ap.add_argument("--outage", type=int, default=60)
-    ap.add_argument("--recovery", type=int, default=90)
+    ap.add_argument("--recovery", type=int, default=150)
     ap.add_argument("--check", action="store_true")
     a = ap.parse_args()
     n = a.agents
@@ -388,17 +390,28 @@ def main():
             a.recovery = max(1, int(time.time() - r0))
         else:
             time.sleep(a.recovery)
+        log("recovery, requests per second: " + " ".join(map(str, per_second(proxy.snapshot(), r0, r0 + a.recovery))))
         events = proxy.snapshot()
         rec = per_second(events, r0, r0 + a.recovery)
         rec_polls = per_second(events, r0, r0 + a.recovery, is_poll)
         posts = stored_posts(events)
         done = queued & set(posts)
-        t_all = max(min(posts[i]) for i in done) - r0 if done else float("nan")
+        # Past the window, delivery may still go on (the backoff's cap is
+        # two poll cycles): wait for it before counting what was lost.
+        try:
+            wait_until(lambda: set(stored_posts(proxy.snapshot())) >= queued, 300, "the last queued results")
+        except RuntimeError:
+            pass
+        late = stored_posts(proxy.snapshot())
+        t_all = max(min(late[i]) for i in queued & set(late)) - r0 if queued & set(late) else float("nan")
         log(f"recovery: worst second {max(rec)} requests ({max(rec_polls)} polls), mean {sum(rec) / len(rec):.1f} "
-            f"req/s; {len(done)}/{len(queued)} queued results delivered, the last {t_all:.1f} s after recovery")
+            f"req/s; {len(done)}/{len(queued)} queued results delivered in the window, all "
+            f"{len(queued & set(late))} by {t_all:.1f} s after recovery")
 
         # exactly once, oldest first, from the emulator's own count too
         all_tasks = {**first, **rounds[0], **rounds[1]}
+        events = proxy.snapshot()
+        posts = stored_posts(events)
         lost = [i for i in all_tasks if i not in posts]
         dup = [i for i in all_tasks if len(posts.get(i, [])) > 1]
         emu_dup, emu_lost = 0, 0
