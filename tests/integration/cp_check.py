@@ -104,7 +104,8 @@ class ControlPlane:
                 with cp.cond:
                     busy = cp.get_busy.pop(0) if cp.get_busy else None
                 if busy:
-                    ra = [("Retry-After", cp.retry_after)] if cp.retry_after else []
+                    value = cp.retry_after() if callable(cp.retry_after) else cp.retry_after
+                    ra = [("Retry-After", value)] if value else []
                     return self.answer(busy, {"error": "busy"}, ra)
                 if cp.get_mode == "500":
                     return self.answer(500, {"error": "down"})
@@ -483,6 +484,24 @@ def backpressure_retry_after(box, agent_exe):
         check(text.count("busy (HTTP") == 1, "backpressure not logged exactly once: " + text[-1500:])
         check("as its Retry-After asks" in text, "the Retry-After was not named")
         check(text.count("no longer busy") == 1, "the end of the backpressure not logged once")
+
+    with_agent(box, agent_exe, cp, run)
+
+
+@case
+def retry_after_http_date(box, agent_exe):
+    """Retry-After as an HTTP date 3 s ahead: no poll before it."""
+    from email.utils import formatdate
+    cp = ControlPlane(box.server_id)
+    cp.get_busy = [503, 503]
+    cp.retry_after = lambda: formatdate(time.time() + 3, usegmt=True)
+
+    def run(agent):
+        wait_for(lambda: len(cp.seen("GET")) >= 3, 30, "three polls")
+        t = [g["t"] for g in cp.seen("GET")]
+        gaps = [b - a for a, b in zip(t[:2], t[1:3])]
+        # the date has whole seconds: 2 to 3 s ahead when it is read
+        check(all(g >= 1.95 for g in gaps), f"gaps {gaps}: the Retry-After date was not obeyed")
 
     with_agent(box, agent_exe, cp, run)
 
