@@ -209,6 +209,15 @@ static int set_poll_wait(struct config *c, const char *v, const char **why)
 	return parse_seconds(v, 1, 600, &c->poll_wait_s, why);
 }
 
+/* A percentage of poll_wait: 0 (no jitter) to 100. */
+static int set_poll_jitter(struct config *c, const char *v, const char **why)
+{
+	int r = parse_seconds(v, 0, 100, &c->poll_jitter_pct, why);
+	if (r == -EINVAL)
+		*why = "must be a whole percentage, 0 to 100";
+	return r;
+}
+
 static int set_socket(struct config *c, const char *v, const char **why)
 {
 	if (strlen(v) >= 108) {
@@ -240,6 +249,7 @@ static const struct config_key config_keys[] = {
 	{ "control_plane", "token_file", set_token_file },
 	{ "control_plane", "ca_file", set_ca_file },
 	{ "control_plane", "poll_wait", set_poll_wait },
+	{ "control_plane", "poll_jitter", set_poll_jitter },
 	{ "channel", "socket", set_socket },
 	{ "channel", "device", set_device },
 };
@@ -334,7 +344,8 @@ void config_init_defaults(struct config *cfg)
 		.server_id = strdup(""),
 		.token_file = strdup(""),
 		.ca_file = strdup(""),
-		.poll_wait_s = 55,
+		.poll_wait_s = 60,
+		.poll_jitter_pct = 10,
 		.socket = strdup("/run/kps-agent/agent.sock"),
 		.device = strdup(""),
 	};

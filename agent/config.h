@@ -35,7 +35,8 @@ struct config {
 	char *server_id;
 	char *token_file;
 	char *ca_file;
-	int poll_wait_s;
+	int poll_wait_s;		/* the long poll's hold asked of the server */
+	int poll_jitter_pct;		/* each cycle and the first poll: up to this % of poll_wait more */
 	/* [channel] */
 	char *socket;
 	char *device;

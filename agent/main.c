@@ -4,6 +4,8 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 
+#include <event2/event.h>
+
 #include "apply.h"
 #include "config.h"
 #include "daemon.h"
@@ -40,11 +42,29 @@ static void cjson_wiping_free(void *p)
 	free(p);
 }
 
+/* libevent's buffers hold tasks as they come off the network, and it
+ * frees a chunk once drained, or copies part of one (a chunked answer):
+ * every block it frees or moves is wiped first, as for cJSON. */
+static void *event_wiping_realloc(void *p, size_t n)
+{
+	if (!p)
+		return malloc(n);
+	void *q = n ? malloc(n) : NULL;
+	if (n && !q)
+		return NULL;
+	size_t old = malloc_usable_size(p);
+	if (q)
+		memcpy(q, p, old < n ? old : n);
+	cjson_wiping_free(p);
+	return q;
+}
+
 /* Secrets pass through this process: no core dumps, no ptrace by others. */
 static void harden_process(void)
 {
 	cJSON_Hooks hooks = { .malloc_fn = malloc, .free_fn = cjson_wiping_free };
 	cJSON_InitHooks(&hooks);
+	event_set_mem_functions(malloc, event_wiping_realloc, cjson_wiping_free);
 	struct rlimit no_core = { 0, 0 };
 	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	setrlimit(RLIMIT_CORE, &no_core);

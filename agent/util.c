@@ -16,9 +16,16 @@ int buf_reserve(struct buf *b, size_t more)
 			return -ENOMEM;
 		cap *= 2;
 	}
-	char *n = realloc(b->data, cap);
+	/* Not realloc: a buffer may hold a task read off the network, and
+	 * realloc would leave the old copy in the heap unwiped. */
+	char *n = malloc(cap);
 	if (!n)
 		return -ENOMEM;
+	if (b->data) {
+		memcpy(n, b->data, b->len + 1 <= b->cap ? b->len + 1 : b->cap);
+		explicit_bzero(b->data, b->cap);
+		free(b->data);
+	}
 	b->data = n;
 	b->cap = cap;
 	return 0;

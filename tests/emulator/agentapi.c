@@ -5,10 +5,14 @@
  * and with RUNNING ones handed out longer than --redeliver-ms ago without a
  * result (the agent drops task ids it has seen). Otherwise it waits: a task
  * queued for the server answers the oldest waiting poll; at the end of the
- * wait the answer is 204. */
+ * wait the answer is 204. A poll without ?wait= is held POLL_HOLD_DEFAULT_S:
+ * neither cloud documents a hold for this side, and a minute keeps an idle
+ * agent to one request a minute. */
 #include <event2/keyvalq_struct.h>
 
 #include "emulator.h"
+
+#define POLL_HOLD_DEFAULT_S 60
 
 struct poll {
 	struct hold *hold;
@@ -117,7 +121,7 @@ void agentapi_tasks_queued(struct server *srv)
 static void do_poll(struct evhttp_request *req, const char *server_id)
 {
 	struct evkeyvalq q;
-	unsigned long wait = 0;
+	unsigned long wait = POLL_HOLD_DEFAULT_S;
 	int r = http_query(req, &q);
 	const char *w = evhttp_find_header(&q, "wait");
 	bool ok = r == 0 && (!w || http_parse_ulong(w, POLL_WAIT_MAX_S, &wait));

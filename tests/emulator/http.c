@@ -242,7 +242,9 @@ void http_kps_error(struct evhttp_request *req, int code, const char *error_code
 	http_reply(req, code, j);
 }
 
-/* "/a/b/c" into {"a", "b", "c"}; -EINVAL for an empty segment. */
+/* "/a/b/c" into {"a", "b", "c"}, each segment percent-decoded as a server
+ * does ("%2E" is "."); -EINVAL for an empty segment, or one that decodes
+ * to a '/' or a NUL. */
 static int path_split(const char *path, struct strv *segs)
 {
 	if (!path || path[0] != '/')
@@ -255,9 +257,15 @@ static int path_split(const char *path, struct strv *segs)
 		size_t n = slash ? (size_t)(slash - p) : strlen(p);
 		if (n == 0 || segs->n >= PATH_SEGS_MAX)
 			return -EINVAL;
-		_cleanup_free_ char *s = strndup(p, n);
+		_cleanup_free_ char *raw = strndup(p, n);
+		if (!raw)
+			return -ENOMEM;
+		size_t len = 0;
+		_cleanup_free_ char *s = evhttp_uridecode(raw, 0, &len);
 		if (!s)
 			return -ENOMEM;
+		if (len == 0 || len != strlen(s) || strchr(s, '/'))
+			return -EINVAL;
 		int r = strv_push_take(segs, TAKE_PTR(s));
 		if (r < 0)
 			return r;

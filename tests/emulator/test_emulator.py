@@ -361,6 +361,16 @@ def check_long_poll(emu):
     for w in ("601", "-1", "x", "1.5"):
         st, _, text, _ = emu.poll("vm-idle", w)
         check(f"wait={w} refused", st == 400, f"{st} {text}")
+    # Without ?wait= a poll is held the default minute (it answers no sooner
+    # than 2 s here), and a server id arrives percent-decoded ("%2E" is ".").
+    headers = {"Authorization": f"Bearer {AGENT_TOKEN}"}
+    try:
+        st, _, _, elapsed = emu.request("GET", "/v1/servers/vm-idle/tasks", None, headers, 2)
+    except OSError:
+        st, elapsed = None, 2
+    check("a poll without wait is held", st is None and elapsed >= 1.9, f"{st} after {elapsed:.2f}s")
+    st, _, text, _ = emu.request("GET", "/v1/servers/%2E/tasks?wait=0", None, headers)
+    check("a %2E segment is the id \".\"", st == 204, f"{st} {text}")
 
     got = {}
 

@@ -11,6 +11,11 @@
                   in-place append): every user line survives
   parallel_apply  20 pairs of applies at once: valid results, each id
                   recorded once, authorized_keys well formed
+  secret_routes   `kps-agent run` takes a password task over https, the unix
+                  socket and a virtio port (a pty): afterwards the daemon's
+                  memory (what a core dump would hold, read from
+                  /proc/PID/mem) and the sandbox's files hold none of the
+                  passwords
 
 Each check prints PASS/FAIL/SKIP; the end is `crash: N passed, N failed`."""
 
@@ -20,16 +25,19 @@ import os
 import pwd
 import resource
 import secrets
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import tty
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "integration"))
+sys.path.insert(0, os.path.join(HERE, "..", "integration"))  # sandbox, cases, cp_check
 import sandbox as sb  # noqa: E402
 from cases import USER_LINE, reset_home  # noqa: E402
 
@@ -346,6 +354,124 @@ def parallel_apply(box, agent):
     temps = [n for n in os.listdir(os.path.dirname(box.keys_path())) if ".kps-" in n]
     need(not temps, f"temp files left: {temps}")
     return f"{len(ids)} tasks, results {codes}"
+
+
+# -- (v) secrets that came in over the daemon's routes ------------------------
+
+def memory_holds(pid, needles):
+    """The needles found in the process's memory: every readable mapping,
+    as a core dump would hold it."""
+    found = set()
+    with open(f"/proc/{pid}/maps") as maps, open(f"/proc/{pid}/mem", "rb", 0) as mem:
+        for line in maps:
+            addr, perms = line.split()[:2]
+            if perms[0] != "r" or line.rstrip().endswith("[vvar]"):
+                continue
+            lo, hi = (int(x, 16) for x in addr.split("-"))
+            try:
+                mem.seek(lo)
+                data = mem.read(hi - lo)
+            except (OSError, OverflowError, ValueError):
+                continue
+            found.update(n for n in needles if needles[n] in data)
+    return found
+
+
+def route_result(fd, timeout=60):
+    """One result line from a socket or a pty master."""
+    buf = b""
+    deadline = time.time() + timeout
+    while b"\n" not in buf:
+        left = deadline - time.time()
+        need(left > 0, f"no result line within {timeout} s: {buf[:200]!r}")
+        if select.select([fd], [], [], left)[0]:
+            chunk = fd.recv(65536) if hasattr(fd, "recv") else os.read(fd, 65536)
+            need(chunk, f"the route closed before a result: {buf[:200]!r}")
+            buf += chunk
+    return json.loads(buf.split(b"\n")[0])
+
+
+@check
+def secret_routes(box, agent):
+    from cp_check import TOKEN, ControlPlane, Pki
+    reset_home(box, USER_LINE)
+    pki = Pki()
+    cp = None
+    proc = None
+    master = None
+    passwords = {route: f"Kps-Route-{route}-" + secrets.token_hex(8) for route in ("https", "socket", "virtio")}
+    try:
+        ca = pki.ca("crash-ca")
+        cp = ControlPlane(box.server_id, tls=pki.server(ca, "cp-server", "IP:127.0.0.1"))
+        token = os.path.join(box.dir, "token")
+        with open(token, "w") as f:
+            f.write(TOKEN + "\n")
+        os.chmod(token, 0o600)
+        master, slave = os.openpty()
+        tty.setraw(master)
+        port = os.path.join(box.dir, "vport")
+        os.symlink(os.ttyname(slave), port)
+        os.close(slave)
+        sock = os.path.join(box.dir, "agent.sock")
+        conf = open(box.agent_config).read().split("[control_plane]")[0]
+        conf += (f"[control_plane]\nserver_id = {box.server_id}\nurl = {cp.url(scheme='https')}\n"
+                 f"token_file = {token}\nca_file = {ca[1]}\npoll_wait = 2\n"
+                 f"[channel]\nsocket = {sock}\ndevice = {port}\n")
+        config = os.path.join(box.dir, "routes.conf")
+        with open(config, "w") as f:
+            f.write(conf)
+        log = open(os.path.join(box.dir, "daemon.log"), "ab")
+        proc = subprocess.Popen([agent, "-c", config, "run"], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+        log.close()
+        deadline = time.time() + 15
+        while not os.path.exists(sock) and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        need(os.path.exists(sock), f"the daemon did not come up (exit {proc.poll()})")
+
+        def task(route):
+            return box.task(keypair_name="kp-" + route, public_key=box.keys.pub("a"),
+                            server={"id": box.server_id, "auth": {"type": "password", "key": passwords[route]}})
+
+        # The control plane goes away once the task is out: no later
+        # connection's buffers land on the freed ones of the one that
+        # carried it. The result waits in the outbox.
+        t = task("https")
+        cp.close_after_tasks = True
+        cp.push(t)
+        outbox = os.path.join(box.state, "outbox", t["task_id"] + ".json")
+        deadline = time.time() + 60
+        while not os.path.exists(outbox) and time.time() < deadline:
+            time.sleep(0.1)
+        need(os.path.exists(outbox), "no result for the task that came over https")
+        with open(outbox) as f:
+            results = {"https": json.load(f)}
+        leaked = memory_holds(proc.pid, {r: p.encode() for r, p in passwords.items()})
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(sock)
+            s.sendall(json.dumps(task("socket")).encode() + b"\n")
+            results["socket"] = route_result(s)
+        os.write(master, json.dumps(task("virtio")).encode() + b"\n")
+        results["virtio"] = route_result(master)
+        for route, res in results.items():
+            need(res.get("error_code") == "KPS.AGENT.AUTH_FAILED", f"{route}: wanted AUTH_FAILED, got {res}")
+        time.sleep(0.5)	# the worker has exited; the loop is idle
+        leaked |= memory_holds(proc.pid, {r: p.encode() for r, p in passwords.items()})
+        need(not leaked, f"the daemon's memory still holds the password that came over {sorted(leaked)}")
+        on_disk = [p for p, data in slurp_tree(box.dir) if any(pw.encode() in data for pw in passwords.values())]
+        need(not on_disk, f"a password is in: {on_disk[:4]}")
+        return "no password in the daemon's memory or on disk after https, socket and virtio tasks"
+    finally:
+        if proc and proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if master is not None:
+            os.close(master)
+        if cp:
+            cp.close()
+        pki.close()
 
 
 def main():

@@ -17,6 +17,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +57,10 @@ class ControlPlane:
         self.results = {}
         self.get_mode = "ok"		# ok | 500 | badjson | instant (204 without waiting)
         self.post_fail = 0		# answer 503 to this many posts
+        self.get_busy = []		# answer polls with these codes (429/503) first
+        self.retry_after = None		# the Retry-After header of those answers
         self.post_mode = "ok"		# ok | 404
+        self.close_after_tasks = False	# stop listening once tasks went out
         cp = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -65,9 +69,11 @@ class ControlPlane:
             def log_message(self, *a):
                 pass
 
-            def answer(self, code, body=None):
+            def answer(self, code, body=None, headers=()):
                 data = json.dumps(body).encode() if isinstance(body, (dict, list)) else (body or b"")
                 self.send_response(code)
+                for h in headers:
+                    self.send_header(*h)
                 if data:
                     self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(data)))
@@ -91,10 +97,16 @@ class ControlPlane:
             def do_GET(self):
                 self.record()
                 m = re.fullmatch(re.escape(PREFIX) + r"/v1/servers/([^/]+)/tasks\?wait=(\d+)", self.path)
-                if not m or m.group(1) != cp.server_id:
+                if not m or urllib.parse.unquote(m.group(1)) != cp.server_id:
                     return self.answer(404, {"error": "no such path"})
                 if not self.authorized():
                     return
+                with cp.cond:
+                    busy = cp.get_busy.pop(0) if cp.get_busy else None
+                if busy:
+                    value = cp.retry_after() if callable(cp.retry_after) else cp.retry_after
+                    ra = [("Retry-After", value)] if value else []
+                    return self.answer(busy, {"error": "busy"}, ra)
                 if cp.get_mode == "500":
                     return self.answer(500, {"error": "down"})
                 if cp.get_mode == "badjson":
@@ -105,14 +117,21 @@ class ControlPlane:
                     cp.cond.wait_for(lambda: cp.tasks, timeout=int(m.group(2)))
                     tasks, cp.tasks = cp.tasks, []
                 if tasks:
-                    return self.answer(200, {"tasks": tasks})
+                    self.answer(200, {"tasks": tasks})
+                    if cp.close_after_tasks:
+                        threading.Thread(target=cp.close, daemon=True).start()
+                    return
                 self.answer(204)
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", "0"))).decode()
                 self.record(body)
                 m = re.fullmatch(re.escape(PREFIX) + r"/v1/servers/([^/]+)/tasks/([^/]+)/result", self.path)
-                if not m or m.group(1) != cp.server_id:
+                # A server decodes each segment; "." or ".." as such would
+                # have been a step up the path.
+                if m and m.group(2) in (".", ".."):
+                    return self.answer(400, {"error": "dot segment"})
+                if not m or urllib.parse.unquote(m.group(1)) != cp.server_id:
                     return self.answer(404, {"error": "no such path"})
                 if not self.authorized():
                     return
@@ -122,7 +141,7 @@ class ControlPlane:
                         return self.answer(503, {"error": "busy"})
                     if cp.post_mode == "404":
                         return self.answer(404, {"error": "unknown task"})
-                    cp.results.setdefault(m.group(2), []).append(json.loads(body))
+                    cp.results.setdefault(urllib.parse.unquote(m.group(2)), []).append(json.loads(body))
                     cp.cond.notify_all()
                 self.answer(200, {})
 
@@ -155,7 +174,7 @@ class ControlPlane:
 
 
 class Agent:
-    def __init__(self, box, exe, url, ca_file=None, poll_wait=2):
+    def __init__(self, box, exe, url, ca_file=None, poll_wait=2, poll_jitter=None):
         self.box = box
         self.token_file = os.path.join(box.dir, "token")
         with open(self.token_file, "w") as f:
@@ -163,6 +182,8 @@ class Agent:
         os.chmod(self.token_file, 0o600)
         conf = open(box.agent_config).read()
         cp = f"[control_plane]\nurl = {url}\ntoken_file = {self.token_file}\npoll_wait = {poll_wait}\n"
+        if poll_jitter is not None:
+            cp += f"poll_jitter = {poll_jitter}\n"
         if ca_file:
             cp += f"ca_file = {ca_file}\n"
         self.config = os.path.join(box.dir, "cp.conf")
@@ -267,8 +288,8 @@ def post_retried_with_backoff(box, agent_exe):
         for i, (a, b) in enumerate(zip(posts, posts[1:])):
             check(b - a <= 2 ** i + 0.5, f"gap {i + 1} was {b - a:.2f}s")
         check(len(cp.results[task["task_id"]]) == 1, "stored more than once")
-        check("HTTP 503; next attempt in" in agent.text(), "the failure was not logged")
-        check("works again" in agent.text(), "the recovery was not logged")
+        check(agent.text().count("busy (HTTP 503) while posting results") == 1, "the 503s were not logged once")
+        check(agent.text().count("no longer busy") == 1, "the end of the 503s was not logged once")
         wait_for(lambda: not os.listdir(os.path.join(box.state, "outbox")), 5, "an empty outbox")
 
     with_agent(box, agent_exe, cp, run)
@@ -315,7 +336,7 @@ def poll_backoff(box, agent_exe):
         cp.push(task)
         res = cp.result(task["task_id"], timeout=90)
         check(res["status"] == "SUCCESS", f"{res}")
-        check("polling works again" in agent.text(), "the recovery was not logged")
+        check("polling for tasks works again" in agent.text(), "the recovery was not logged")
 
     with_agent(box, agent_exe, cp, run)
 
@@ -406,18 +427,188 @@ def sighup_mid_task(box, agent_exe):
     with_agent(box, agent_exe, cp, run)
 
 
+def poll_starts(cp, long_only=True):
+    return [g["t"] for g in cp.seen("GET") if not (long_only and g["path"].endswith("?wait=0"))]
+
+
 @case
 def instant_empty_answers_spaced(box, agent_exe):
-    """A server that answers 204 at once (no long poll): about one poll a
-    second, not a tight loop."""
+    """A server that answers 204 at once (no long poll): a poll starts
+    poll_wait after the last one did, never sooner, plus the jitter."""
     cp = ControlPlane(box.server_id)
     cp.get_mode = "instant"
 
     def run(agent):
-        wait_for(lambda: cp.seen("GET"), 10, "a poll")
-        time.sleep(4)
-        n = len(cp.seen("GET"))
-        check(3 <= n <= 7, f"{n} polls in about 4 s")
+        wait_for(lambda: len(poll_starts(cp)) >= 4, 20, "four long polls")
+        t = poll_starts(cp)
+        gaps = [b - a for a, b in zip(t, t[1:])]
+        check(all(1.95 <= g <= 2.2 + 0.5 for g in gaps), f"gaps {gaps}: wanted poll_wait 2 s plus up to 10 %")
+
+    with_agent(box, agent_exe, cp, run)
+
+
+@case
+def poll_jitter_spreads(box, agent_exe):
+    """poll_jitter = 100 with poll_wait = 1: each cycle lasts 1 to 2 s, drawn
+    anew each time (agents started together drift apart), and the first
+    poll after start waits up to 1 s too."""
+    cp = ControlPlane(box.server_id)
+
+    def run(agent):
+        wait_for(lambda: len(poll_starts(cp)) >= 8, 30, "eight long polls")
+        t = poll_starts(cp)
+        gaps = [b - a for a, b in zip(t, t[1:])]
+        check(all(0.95 <= g <= 2.5 for g in gaps), f"gaps {gaps}: wanted 1 to 2 s")
+        check(max(gaps) - min(gaps) > 0.1, f"gaps {gaps}: no jitter")
+        m = re.search(r"jitter 100%; first poll in (\d+\.\d+) s", agent.text())
+        check(m and float(m.group(1)) <= 1.0, "the first poll's jitter was not logged or past 1 s")
+
+    with_agent(box, agent_exe, cp, run, poll_wait=1, poll_jitter=100)
+
+
+@case
+def backpressure_retry_after(box, agent_exe):
+    """429 and 503 with Retry-After: 2: no poll before the server said, one
+    log line when the backpressure starts and one when it ends."""
+    cp = ControlPlane(box.server_id)
+    cp.get_busy = [503, 429, 503, 503]
+    cp.retry_after = "2"
+
+    def run(agent):
+        wait_for(lambda: len(cp.seen("GET")) >= 6, 30, "six polls")
+        t = [g["t"] for g in cp.seen("GET")]
+        gaps = [b - a for a, b in zip(t[:4], t[1:5])]
+        check(all(g >= 1.95 for g in gaps), f"gaps {gaps}: Retry-After 2 s not obeyed")
+        check(all(g <= 2.2 + 0.5 for g in gaps), f"gaps {gaps}: wanted 2 s plus up to 10 %")
+        text = agent.text()
+        check(text.count("busy (HTTP") == 1, "backpressure not logged exactly once: " + text[-1500:])
+        check("as its Retry-After asks" in text, "the Retry-After was not named")
+        check(text.count("no longer busy") == 1, "the end of the backpressure not logged once")
+
+    with_agent(box, agent_exe, cp, run)
+
+
+@case
+def retry_after_http_date(box, agent_exe):
+    """Retry-After as an HTTP date 3 s ahead: no poll before it."""
+    from email.utils import formatdate
+    cp = ControlPlane(box.server_id)
+    cp.get_busy = [503, 503]
+    cp.retry_after = lambda: formatdate(time.time() + 3, usegmt=True)
+
+    def run(agent):
+        wait_for(lambda: len(cp.seen("GET")) >= 3, 30, "three polls")
+        t = [g["t"] for g in cp.seen("GET")]
+        gaps = [b - a for a, b in zip(t[:2], t[1:3])]
+        # the date has whole seconds: 2 to 3 s ahead when it is read
+        check(all(g >= 1.95 for g in gaps), f"gaps {gaps}: the Retry-After date was not obeyed")
+
+    with_agent(box, agent_exe, cp, run)
+
+
+def trickle_server():
+    """Accepts connections and answers each one byte every 0.3 s, for ever:
+    no inactivity timeout fires. Returns (port, the connections' lifetimes)."""
+    import socket
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(16)
+    lives = []
+
+    def serve(conn):
+        start = time.time()
+        answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + b"X-Slow: " + b"a" * 60000
+        try:
+            conn.recv(65536)
+            for i in range(len(answer)):
+                conn.sendall(answer[i:i + 1])
+                time.sleep(0.3)
+        except OSError:
+            pass
+        lives.append(time.time() - start)
+        conn.close()
+
+    def accept():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    return srv, lives
+
+
+@case
+def trickle_deadline(box, agent_exe):
+    """A control plane that trickles its answer a byte at a time: the agent
+    gives the request up at its deadline (the first poll: wait 0 plus 15 s),
+    not when the peer pauses, and tries again."""
+    srv, lives = trickle_server()
+    agent = Agent(box, agent_exe, f"http://127.0.0.1:{srv.getsockname()[1]}{PREFIX}/")
+    agent.start()
+    try:
+        wait_for(lambda: lives, 40, "the agent to give up on a trickled answer")
+        check(lives[0] <= 15 + 3, f"the first poll lasted {lives[0]:.1f} s")
+        check("no complete answer within 15 s" in agent.text(), agent.text()[-1500:])
+    finally:
+        agent.stop()
+        srv.close()
+
+
+def ids_posted_once(box, agent_exe, ids, encoded):
+    cp = ControlPlane(box.server_id)
+
+    def run(agent):
+        cp.push(*[box.task("disassociate", task_id=i, server={"id": "another-server"}) for i in ids])
+        wait_for(lambda: all(i in cp.results for i in ids), 30,
+                 f"results for {ids}; got {sorted(cp.results)}")
+        time.sleep(1)
+        for i in ids:
+            check(len(cp.results[i]) == 1, f"{i!r}: {len(cp.results[i])} results")
+            check(cp.results[i][0]["error_code"] == "KPS.AGENT.WRONG_SERVER", f"{cp.results[i]}")
+        paths = [r["path"] for r in cp.seen("POST")]
+        for enc in encoded:
+            check(any(p.endswith(f"/tasks/{enc}/result") for p in paths), f"no post to .../tasks/{enc}/result: {paths}")
+
+    with_agent(box, agent_exe, cp, run)
+
+
+@case
+def task_ids_in_path(box, agent_exe):
+    """Ids with dots inside or a leading dash: one result each, posted to
+    the id's own path segment."""
+    ids_posted_once(box, agent_exe, ["-x", "a..b", "-", "_.-", "x."], ["-x", "a..b", "-", "_.-", "x."])
+
+
+@case
+def dot_task_ids(box, agent_exe):
+    """".", ".." and "...": one result each, "." and ".." percent-encoded so
+    that no server or proxy takes them for a step up the path."""
+    ids_posted_once(box, agent_exe, [".", "..", "...", ".x"], ["%2E", "%2E%2E", "...", ".x"])
+
+
+@case
+def outbox_oldest_first(box, agent_exe):
+    """Results queued while the control plane refuses them are all posted
+    once it takes them again: each once, oldest first."""
+    cp = ControlPlane(box.server_id)
+    cp.post_fail = 10 ** 6
+    ids = [f"order-{i}" for i in range(6)]
+    outbox = os.path.join(box.state, "outbox")
+
+    def run(agent):
+        cp.push(*[box.task("disassociate", task_id=i, server={"id": "another-server"}) for i in ids])
+        wait_for(lambda: len(os.listdir(outbox)) == len(ids), 30, "every result in the outbox")
+        cp.post_fail = 0
+        wait_for(lambda: all(i in cp.results for i in ids), 90, "every result posted")
+        time.sleep(1)
+        posted = [urllib.parse.unquote(r["path"].split("/")[-2]) for r in cp.seen("POST")]
+        stored = [i for i in posted if i in cp.results]
+        check(all(len(cp.results[i]) == 1 for i in ids), f"posted more than once: {cp.results}")
+        check(list(dict.fromkeys(stored)) == ids, f"order {list(dict.fromkeys(stored))}")
+        check(not os.listdir(outbox), "results left in the outbox")
 
     with_agent(box, agent_exe, cp, run)
 
