@@ -163,7 +163,9 @@ static int list_one(const struct indexed *ix, struct managed_entry **v, size_t *
 	keyfile_close(&k);
 	if (r < 0)
 		return r == -ENOMEM ? r : 0;	/* gone or unsafe: nothing to show */
-	struct managed_entry *nv = m ? reallocarray(*v, *n + m, sizeof(**v)) : *v;
+	if (m == 0)
+		return 0;
+	struct managed_entry *nv = reallocarray(*v, *n + m, sizeof(**v));
 	if (!nv) {
 		authkeys_entries_free(e, m);
 		return -ENOMEM;
