@@ -383,7 +383,7 @@ struct status {
 	long pid;
 	size_t pending;
 	cJSON *last;	/* NULL: none */
-	_Bool signed_only;
+	bool signed_only;
 };
 
 static int status_json(const struct config *cfg, const struct status *s)
