@@ -127,12 +127,18 @@ int signature_keys_parse(const char *text, size_t len, struct signature_keys *ks
 			return -EINVAL;
 		}
 		void *v = reallocarray(ks->v, ks->n + 1, sizeof(*ks->v));
-		if (!v) {
+		if (v)
+			ks->v = v;
+		void *pk = v ? reallocarray(ks->pk, ks->n + 1, sizeof(*ks->pk)) : NULL;
+		if (pk)
+			ks->pk = pk;
+		EVP_PKEY *k = pk ? EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, key, SIGNATURE_KEY_LEN) : NULL;
+		if (!k) {
 			signature_keys_free(ks);
 			return -ENOMEM;
 		}
-		ks->v = v;
-		memcpy(ks->v[ks->n++], key, SIGNATURE_KEY_LEN);
+		memcpy(ks->v[ks->n], key, SIGNATURE_KEY_LEN);
+		ks->pk[ks->n++] = k;
 		p = next;
 	}
 	if (ks->n == 0) {
@@ -177,31 +183,27 @@ int signature_keys_load(const char *path, struct signature_keys *ks, char *err, 
 
 void signature_keys_free(struct signature_keys *ks)
 {
+	for (size_t i = 0; ks->pk && i < ks->n; i++)
+		EVP_PKEY_free(ks->pk[i]);
+	free(ks->pk);
 	free(ks->v);
 	*ks = (struct signature_keys){ 0 };
-}
-
-static bool verify_one(const unsigned char key[SIGNATURE_KEY_LEN], const unsigned char *msg, size_t len,
-		       const unsigned char *sig, size_t sig_len)
-{
-	EVP_PKEY *pk = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, key, SIGNATURE_KEY_LEN);
-	EVP_MD_CTX *ctx = pk ? EVP_MD_CTX_new() : NULL;
-	bool ok = ctx && EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, pk) == 1 &&
-		  EVP_DigestVerify(ctx, sig, sig_len, msg, len) == 1;
-	EVP_MD_CTX_free(ctx);
-	EVP_PKEY_free(pk);
-	return ok;
 }
 
 bool signature_verify(const struct signature_keys *ks, const unsigned char *msg, size_t len,
 		      const unsigned char *sig, size_t sig_len)
 {
+	bool ok = false;
 	if (sig_len != SIGNATURE_LEN)
 		return false;
-	for (size_t i = 0; i < ks->n; i++)
-		if (verify_one(ks->v[i], msg, len, sig, sig_len))
-			return true;
-	return false;
+	EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+	for (size_t i = 0; ctx && !ok && i < ks->n; i++) {
+		ok = EVP_DigestVerifyInit(ctx, NULL, NULL, NULL, ks->pk[i]) == 1 &&
+		     EVP_DigestVerify(ctx, sig, sig_len, msg, len) == 1;
+		EVP_MD_CTX_reset(ctx);
+	}
+	EVP_MD_CTX_free(ctx);
+	return ok;
 }
 
 /* A refusal still reaches the right task: the id is read from the bytes,

@@ -86,10 +86,25 @@ int main(void)
 	char *t = b64((const unsigned char *)task, strlen(task)), *s = b64(sig, siglen), *env = NULL;
 	if (asprintf(&env, "{\"signed_task\":\"%s\",\"signature\":\"%s\"}", t, s) < 0)
 		return 1;
-	struct signature_keys one = { &keys[3], 1 }, four = { keys, 4 };
+	/* verify_key files: the signer's key alone, and three others first. */
+	struct signature_keys one, four;
+	char text[1024] = "", last[256] = "", err[128];
+	for (int i = 0; i < 4; i++) {
+		unsigned char blob[51] = { 0, 0, 0, 11, 's', 's', 'h', '-', 'e', 'd', '2', '5', '5', '1', '9', 0, 0, 0, 32 };
+		memcpy(blob + 19, keys[i], 32);
+		char *enc = b64(blob, sizeof(blob));
+		snprintf(last, sizeof(last), "ssh-ed25519 %s k%d\n", enc, i);
+		strncat(text, last, sizeof(text) - strlen(text) - 1);
+		free(enc);
+	}
+	if (signature_keys_parse(text, strlen(text), &four, err, sizeof(err)) < 0 ||
+	    signature_keys_parse(last, strlen(last), &one, err, sizeof(err)) < 0)
+		return 1;
 	printf("signed task of %zu bytes, %d runs each\n", strlen(task), RUNS);
 	bench("verify_key with 1 key", &one, env, (const unsigned char *)task, strlen(task), sig);
 	bench("verify_key with 4 keys (signer last)", &four, env, (const unsigned char *)task, strlen(task), sig);
+	signature_keys_free(&one);
+	signature_keys_free(&four);
 	free(t);
 	free(s);
 	free(env);
