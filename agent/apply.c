@@ -43,7 +43,6 @@ struct apply {
 	struct journal *j;
 	const struct task *task;
 	struct result *res;
-	unsigned flags;			/* APPLY_CHECK: stop before the first write */
 	int64_t deadline;
 	struct plan plan;
 	struct sshd_settings sshd;	/* as sshd is before the task */
@@ -871,7 +870,7 @@ static int prepare(struct apply *a, const char *server_id, struct pubkey *replac
 static int apply_run(const struct config *cfg, struct journal *j, const struct task *task, unsigned flags,
 		     struct result *res)
 {
-	struct apply a = { .cfg = cfg, .j = j, .task = task, .res = res, .flags = flags,
+	struct apply a = { .cfg = cfg, .j = j, .task = task, .res = res,
 			   .deadline = now_ms() + (int64_t)cfg->task_timeout_s * 1000, .mark = now_us() };
 	struct pubkey replaced = { 0 };
 	_cleanup_free_ char *server_id = config_server_id(cfg);
@@ -1005,50 +1004,63 @@ static int with_journal(const struct config *cfg, struct journal *j, unsigned fl
 	return 0;
 }
 
+/* A task that did not verify is answered (on the control plane's route
+ * through the outbox), never recorded under its task_id. */
+static void answer_untrusted(const struct config *cfg, unsigned flags, const struct result *res)
+{
+	struct journal j;
+	char msg[256] = "";
+	if (!res->task_id[0] || !(flags & APPLY_OUTBOX) || (flags & APPLY_CHECK))
+		return;
+	if (journal_open(cfg->state_dir, cfg->results_keep, &j, msg, sizeof(msg)) == 0)
+		journal_outbox_put(&j, res);
+	journal_close(&j);
+}
+
+/* Under the lock: a task seen before gets its recorded result, any other
+ * is applied (or checked) and recorded (a check records nothing). */
+static void apply_locked(const struct config *cfg, struct journal *j, const struct task *task, unsigned flags,
+			 int64_t start, struct result *res)
+{
+	bool check = flags & APPLY_CHECK;
+	struct result recorded;
+	result_init(&recorded);
+	if (journal_lookup(j, res->task_id, &recorded) == 0) {
+		result_free(res);
+		*res = recorded;
+		if (check)
+			result_warn(res, "task %s was applied before: apply returns this recorded result and "
+					 "changes nothing", res->task_id);
+	} else {
+		if (task)
+			apply_run(cfg, j, task, flags, res);
+		res->duration_ms = now_ms() - start;
+		int r = check ? 0 : journal_record(j, res);
+		if (r < 0)
+			result_warn(res, "cannot record the result: %s", strerror(-r));
+	}
+	/* A replay is posted again too: the first post may have been lost. */
+	if ((flags & APPLY_OUTBOX) && !check && journal_outbox_put(j, res) < 0)
+		log_warnx("task %s: cannot put the result in the outbox", res->task_id);
+}
+
 int apply_text(const struct config *cfg, const char *text, size_t len, unsigned flags, struct result *res)
 {
 	int64_t start = now_ms();
 	struct task task = { 0 };
 	struct journal j;
 	bool parsed, trusted;
-	bool check = flags & APPLY_CHECK;
 
 	result_init(res);
 	_cleanup_free_ char *server_id = config_server_id(cfg);
 	parsed = intake_task(cfg, server_id, text, len, &task, res, &trusted) == 0;
 	if (server_id)
 		result_set_server_id(res, server_id);
-	if (!res->task_id[0] || !trusted) {
-		/* A task that did not verify is answered, never recorded. */
-		if (!trusted && res->task_id[0] && (flags & APPLY_OUTBOX) && !check) {
-			char msg[256] = "";
-			if (journal_open(cfg->state_dir, cfg->results_keep, &j, msg, sizeof(msg)) == 0)
-				journal_outbox_put(&j, res);
-			journal_close(&j);
-		}
-		return apply_done(parsed ? &task : NULL, res, cfg, flags, start);
-	}
-	if (with_journal(cfg, &j, flags, res) == 0) {
-		struct result recorded;
-		result_init(&recorded);
-		if (journal_lookup(&j, res->task_id, &recorded) == 0) {
-			result_free(res);
-			*res = recorded;
-			if (check)
-				result_warn(res, "task %s was applied before: apply returns this recorded result and "
-						 "changes nothing", res->task_id);
-		} else {
-			if (parsed)
-				apply_run(cfg, &j, &task, flags, res);
-			res->duration_ms = now_ms() - start;
-			int r = check ? 0 : journal_record(&j, res);
-			if (r < 0)
-				result_warn(res, "cannot record the result: %s", strerror(-r));
-		}
-		/* A replay is posted again too: the first post may have been lost. */
-		if ((flags & APPLY_OUTBOX) && !check && journal_outbox_put(&j, res) < 0)
-			log_warnx("task %s: cannot put the result in the outbox", res->task_id);
-	}
-	journal_close(&j);
+	if (!trusted)
+		answer_untrusted(cfg, flags, res);
+	else if (res->task_id[0] && with_journal(cfg, &j, flags, res) == 0)
+		apply_locked(cfg, &j, parsed ? &task : NULL, flags, start, res);
+	if (trusted && res->task_id[0])
+		journal_close(&j);
 	return apply_done(parsed ? &task : NULL, res, cfg, flags, start);
 }

@@ -116,9 +116,10 @@ void audit_emit(enum audit_event ev, const struct audit_record *r)
 		if (all[i].value && all[i].value[0])
 			f[n++] = all[i];
 	char message[512];
-	snprintf(message, sizeof(message), "%s user=%s keypair=%s %s task=%s%s%s", events[ev].name,
-		 r->user ? r->user : "-", r->keypair ? r->keypair : "-", r->fingerprint ? r->fingerprint : "",
-		 r->task_id ? r->task_id : "-", r->detail ? ": " : "", r->detail ? r->detail : "");
+	snprintf(message, sizeof(message), "%s user=%s keypair=%s%s%s task=%s%s%s", events[ev].name,
+		 r->user ? r->user : "-", r->keypair ? r->keypair : "-", r->fingerprint ? " " : "",
+		 r->fingerprint ? r->fingerprint : "", r->task_id ? r->task_id : "-", r->detail ? ": " : "",
+		 r->detail ? r->detail : "");
 	/* The journal whenever journald runs; stderr unless it is the journal. */
 	if (access("/run/systemd/journal/socket", F_OK) == 0)
 		emit_journal(ev, message, f, n);

@@ -173,6 +173,14 @@ static int submit_local_refusal(char *text, size_t len)
 	return 1;
 }
 
+/* The task may hold a password or a private key. */
+static void text_wipe(char *text, size_t len)
+{
+	if (text)
+		explicit_bzero(text, len);
+	free(text);
+}
+
 int cli_submit(const struct config *cfg, int argc, char **argv)
 {
 	struct cli_opts o;
@@ -187,25 +195,23 @@ int cli_submit(const struct config *cfg, int argc, char **argv)
 	}
 	if (one_line(text, len) < 0) {
 		r = submit_local_refusal(text, len);
-		explicit_bzero(text, len);
-		free(text);
+		text_wipe(text, len);
 		return r;
 	}
 	_cleanup_close_ int fd = submit_connect(cfg->socket);
 	if (fd < 0) {
 		fprintf(stderr, "kps-agent: submit: no daemon answers on %s: %s\n",
 			cfg->socket[0] ? cfg->socket : "([channel] socket is empty)", strerror(-fd));
-		explicit_bzero(text, len);
-		free(text);
+		text_wipe(text, len);
 		return 2;
 	}
 	r = write_all(fd, text, len);
 	if (r == 0)
 		r = write_all(fd, "\n", 1);
-	explicit_bzero(text, len);
-	free(text);
+	text_wipe(text, len);
 	_cleanup_buf_ struct buf answer = { 0 };
 	struct result res;
+	result_init(&res);
 	if (r == 0)
 		r = read_line(fd, &answer);
 	if (r == 0)
@@ -250,24 +256,31 @@ static int list_json(const struct managed_entry *v, size_t n)
 	return s && printf("%s\n", s) >= 0 ? 0 : 2;
 }
 
+static int width(int w, const char *s)
+{
+	return (int)strlen(s) > w ? (int)strlen(s) : w;
+}
+
 static int list_table(const struct managed_entry *v, size_t n)
 {
-	int w[4] = { 4, 7, 11, 10 };	/* USER KEYPAIR FINGERPRINT EXPIRES_AT */
+	int w[5] = { 4, 7, 11, 10, 4 };	/* USER KEYPAIR FINGERPRINT EXPIRES_AT TASK */
 	char when[32];
-	for (size_t i = 0; i < n; i++) {
-		w[0] = (int)strlen(v[i].user) > w[0] ? (int)strlen(v[i].user) : w[0];
-		w[1] = (int)strlen(v[i].e.keypair) > w[1] ? (int)strlen(v[i].e.keypair) : w[1];
-		w[2] = (int)strlen(v[i].e.fingerprint) > w[2] ? (int)strlen(v[i].e.fingerprint) : w[2];
-		w[3] = v[i].e.expires && 20 > w[3] ? 20 : w[3];
-	}
 	if (n == 0)
 		return printf("no managed entries\n") < 0 ? 2 : 0;
-	printf("%-*s  %-*s  %-*s  %-*s  %-s  %s\n", w[0], "USER", w[1], "KEYPAIR", w[2], "FINGERPRINT", w[3],
-	       "EXPIRES_AT", "TASK", "PATH");
 	for (size_t i = 0; i < n; i++) {
 		format_time(v[i].e.expires, when, sizeof(when));
-		printf("%-*s  %-*s  %-*s  %-*s  %s  %s\n", w[0], v[i].user, w[1], v[i].e.keypair, w[2],
-		       v[i].e.fingerprint, w[3], when, v[i].e.task_id, v[i].path);
+		w[0] = width(w[0], v[i].user);
+		w[1] = width(w[1], v[i].e.keypair);
+		w[2] = width(w[2], v[i].e.fingerprint);
+		w[3] = width(w[3], when);
+		w[4] = width(w[4], v[i].e.task_id);
+	}
+	printf("%-*s  %-*s  %-*s  %-*s  %-*s  %s\n", w[0], "USER", w[1], "KEYPAIR", w[2], "FINGERPRINT", w[3],
+	       "EXPIRES_AT", w[4], "TASK", "PATH");
+	for (size_t i = 0; i < n; i++) {
+		format_time(v[i].e.expires, when, sizeof(when));
+		printf("%-*s  %-*s  %-*s  %-*s  %-*s  %s\n", w[0], v[i].user, w[1], v[i].e.keypair, w[2],
+		       v[i].e.fingerprint, w[3], when, w[4], v[i].e.task_id, v[i].path);
 	}
 	return fflush(stdout) == 0 ? 0 : 2;
 }

@@ -132,12 +132,13 @@ int journal_record(struct journal *j, const struct result *res)
 	/* A task that may come again (a signed one, until its expires_at) is
 	 * kept until then, whatever results_keep says: see journal_prune. */
 	if (res->hold_until > 0) {
-		char *held = NULL;
+		char *with_hold = NULL;
 		size_t n = strlen(text);
-		if (asprintf(&held, "%.*s,\"hold_until\":%lld}", (int)(n - 1), text, (long long)res->hold_until) < 0)
+		if (asprintf(&with_hold, "%.*s,\"hold_until\":%lld}", (int)(n - 1), text,
+			     (long long)res->hold_until) < 0)
 			return -ENOMEM;
 		free(text);
-		text = held;
+		text = with_hold;
 	}
 	result_name(res->task_id, name, sizeof(name));
 	int r = safefile_replace(&j->results, name, text, strlen(text), 0, 0, 0600, NULL, NULL);

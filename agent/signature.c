@@ -98,54 +98,65 @@ static int key_line(const char *s, size_t len, unsigned char key[SIGNATURE_KEY_L
 	return key_from_blob(blob, n, key);
 }
 
+static int keys_push(struct signature_keys *ks, const unsigned char key[SIGNATURE_KEY_LEN])
+{
+	void *v = reallocarray(ks->v, ks->n + 1, sizeof(*ks->v));
+	if (!v)
+		return -ENOMEM;
+	ks->v = v;
+	/* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers, sized as one */
+	void *pk = reallocarray(ks->pk, ks->n + 1, sizeof(*ks->pk));
+	if (!pk)
+		return -ENOMEM;
+	ks->pk = pk;
+	EVP_PKEY *k = EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, key, SIGNATURE_KEY_LEN);
+	if (!k)
+		return -ENOMEM;
+	memcpy(ks->v[ks->n], key, SIGNATURE_KEY_LEN);
+	ks->pk[ks->n++] = k;
+	return 0;
+}
+
+/* One line, blanks around it trimmed: a comment, or a key to add. */
+static int keys_line(struct signature_keys *ks, const char *p, size_t n, unsigned lineno, char *err, size_t errlen)
+{
+	unsigned char key[SIGNATURE_KEY_LEN];
+	if (n == 0 || *p == '#')
+		return 0;
+	if (memchr(p, '\0', n) || key_line(p, n, key) < 0) {
+		snprintf(err, errlen, "line %u is not an OpenSSH ssh-ed25519 public key", lineno);
+		return -EINVAL;
+	}
+	if (ks->n == SIGNATURE_MAX_KEYS) {
+		snprintf(err, errlen, "more than %d keys", SIGNATURE_MAX_KEYS);
+		return -EINVAL;
+	}
+	return keys_push(ks, key);
+}
+
 int signature_keys_parse(const char *text, size_t len, struct signature_keys *ks, char *err, size_t errlen)
 {
 	*ks = (struct signature_keys){ 0 };
 	unsigned lineno = 0;
-	for (const char *p = text, *end = text + len; p < end;) {
+	int r = 0;
+	for (const char *p = text, *end = text + len; r == 0 && p < end;) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		const char *next = nl ? nl + 1 : end;
 		size_t n = (size_t)((nl ? nl : end) - p);
-		lineno++;
 		while (n > 0 && (p[n - 1] == '\r' || p[n - 1] == ' ' || p[n - 1] == '\t'))
 			n--;
 		while (n > 0 && (*p == ' ' || *p == '\t'))
 			p++, n--;
-		if (n == 0 || *p == '#') {
-			p = next;
-			continue;
-		}
-		unsigned char key[SIGNATURE_KEY_LEN];
-		if (memchr(p, '\0', n) || key_line(p, n, key) < 0) {
-			snprintf(err, errlen, "line %u is not an OpenSSH ssh-ed25519 public key", lineno);
-			signature_keys_free(ks);
-			return -EINVAL;
-		}
-		if (ks->n == SIGNATURE_MAX_KEYS) {
-			snprintf(err, errlen, "more than %d keys", SIGNATURE_MAX_KEYS);
-			signature_keys_free(ks);
-			return -EINVAL;
-		}
-		void *v = reallocarray(ks->v, ks->n + 1, sizeof(*ks->v));
-		if (v)
-			ks->v = v;
-		void *pk = v ? reallocarray(ks->pk, ks->n + 1, sizeof(*ks->pk)) : NULL;
-		if (pk)
-			ks->pk = pk;
-		EVP_PKEY *k = pk ? EVP_PKEY_new_raw_public_key(EVP_PKEY_ED25519, NULL, key, SIGNATURE_KEY_LEN) : NULL;
-		if (!k) {
-			signature_keys_free(ks);
-			return -ENOMEM;
-		}
-		memcpy(ks->v[ks->n], key, SIGNATURE_KEY_LEN);
-		ks->pk[ks->n++] = k;
+		r = keys_line(ks, p, n, ++lineno, err, errlen);
 		p = next;
 	}
-	if (ks->n == 0) {
+	if (r == 0 && ks->n == 0) {
 		snprintf(err, errlen, "no ssh-ed25519 public key in it");
-		return -EINVAL;
+		r = -EINVAL;
 	}
-	return 0;
+	if (r < 0)
+		signature_keys_free(ks);
+	return r;
 }
 
 int signature_keys_load(const char *path, struct signature_keys *ks, char *err, size_t errlen)

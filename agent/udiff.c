@@ -4,7 +4,7 @@
  * removed and added whole: still a correct diff, only not a minimal one. */
 #include "udiff.h"
 
-#define UDIFF_CONTEXT 3
+#define UDIFF_CONTEXT ((size_t)3)
 #define UDIFF_MAX_D 1000
 
 struct line {
@@ -57,61 +57,81 @@ static void push(struct ops *o, enum op_kind k, size_t a, size_t b)
 	o->v[o->n++] = (struct op){ k, a, b };
 }
 
-/* The middle, a[a0..a1) against b[b0..b1): the shortest edit script
- * (Myers), found forwards and read back from the saved frontiers. */
-static int middle(const struct lines *a, size_t a0, size_t a1, const struct lines *b, size_t b0, size_t b1,
-		  struct ops *o)
+/* The lines of a and b a middle compares, and where they start. */
+struct span {
+	const struct lines *a, *b;
+	size_t a0, a1, b0, b1;
+};
+
+/* Myers' forward pass: the frontier v (diagonal k at v[max + k]) after
+ * each round d is saved in trace[d]. The number of edits, or -1 past
+ * UDIFF_MAX_D; -ENOMEM as -2. */
+static long forward(const struct span *sp, long *v, long max, long **trace)
 {
-	long n = (long)(a1 - a0), m = (long)(b1 - b0), max = n + m, d, found = -1;
-	long *v = calloc((size_t)(2 * max + 3), sizeof(long));
-	long **trace = calloc(UDIFF_MAX_D + 1, sizeof(long *));
-	int r = v && trace ? 0 : -ENOMEM;
-	for (d = 0; r == 0 && d <= max && d <= UDIFF_MAX_D && found < 0; d++) {
+	long n = (long)(sp->a1 - sp->a0), m = (long)(sp->b1 - sp->b0);
+	for (long d = 0; d <= max && d <= UDIFF_MAX_D; d++) {
+		bool done = false;
 		for (long k = -d; k <= d; k += 2) {
-			long x = (k == -d || (k != d && v[max + k - 1] < v[max + k + 1])) ? v[max + k + 1]
-											      : v[max + k - 1] + 1;
-			long y = x - k;
-			while (x < n && y < m && same(&a->v[a0 + (size_t)x], &b->v[b0 + (size_t)y]))
+			bool down = k == -d || (k != d && v[max + k - 1] < v[max + k + 1]);
+			long x = down ? v[max + k + 1] : v[max + k - 1] + 1, y = x - k;
+			while (x < n && y < m && same(&sp->a->v[sp->a0 + (size_t)x], &sp->b->v[sp->b0 + (size_t)y]))
 				x++, y++;
 			v[max + k] = x;
-			if (x >= n && y >= m)
-				found = d;
+			done |= x >= n && y >= m;
 		}
 		trace[d] = malloc((size_t)(2 * d + 1) * sizeof(long));
 		if (!trace[d])
-			r = -ENOMEM;
-		else
-			memcpy(trace[d], v + max - d, (size_t)(2 * d + 1) * sizeof(long));
+			return -2;
+		memcpy(trace[d], v + max - d, (size_t)(2 * d + 1) * sizeof(long));
+		if (done)
+			return d;
 	}
-	size_t start = o->n;
-	if (r == 0 && found < 0) {
-		/* Too many edits for a minimal script: all out, all in
-		 * (pushed backwards like the script read back below). */
-		for (long i = m; i-- > 0;)
-			push(o, OP_ADD, a1, b0 + (size_t)i);
-		for (long i = n; i-- > 0;)
-			push(o, OP_DEL, a0 + (size_t)i, b0);
-	}
-	for (long x = n, y = m, dd = found; r == 0 && dd >= 0; dd--) {
+	return -1;
+}
+
+/* Reads the script back from the saved frontiers, last edit first. */
+static void backward(const struct span *sp, long found, long **trace, struct ops *o)
+{
+	long x = (long)(sp->a1 - sp->a0), y = (long)(sp->b1 - sp->b0);
+	for (long d = found; d >= 0; d--) {
 		long k = x - y, px = 0, py = 0;
-		if (dd > 0) {
-			const long *pv = trace[dd - 1];	/* indexes -(dd-1)..dd-1 */
-#define PV(kk) pv[(kk) + dd - 1]
-			long pk = (k == -dd || (k != dd && PV(k - 1) < PV(k + 1))) ? k + 1 : k - 1;
-			px = PV(pk);
-#undef PV
+		if (d > 0) {
+			const long *pv = trace[d - 1] + d - 1;	/* pv[k] for k in -(d-1)..d-1 */
+			long pk = (k == -d || (k != d && pv[k - 1] < pv[k + 1])) ? k + 1 : k - 1;
+			px = pv[pk];
 			py = px - pk;
 		}
 		while (x > px && y > py) {
 			x--, y--;
-			push(o, OP_SAME, a0 + (size_t)x, b0 + (size_t)y);
+			push(o, OP_SAME, sp->a0 + (size_t)x, sp->b0 + (size_t)y);
 		}
-		if (dd > 0 && x == px)
-			push(o, OP_ADD, a0 + (size_t)x, b0 + (size_t)--y);
-		else if (dd > 0)
-			push(o, OP_DEL, a0 + (size_t)--x, b0 + (size_t)y);
+		if (d > 0 && x == px)
+			push(o, OP_ADD, sp->a0 + (size_t)x, sp->b0 + (size_t)--y);
+		else if (d > 0)
+			push(o, OP_DEL, sp->a0 + (size_t)--x, sp->b0 + (size_t)y);
 	}
-	/* Read back, the script is reversed. */
+}
+
+/* The middle: the shortest edit script (Myers), or past UDIFF_MAX_D all
+ * out and all in. */
+static int middle(const struct span *sp, struct ops *o)
+{
+	long n = (long)(sp->a1 - sp->a0), m = (long)(sp->b1 - sp->b0), max = n + m, found = -1;
+	long *v = calloc((size_t)(2 * max + 3), sizeof(long));
+	long **trace = calloc(UDIFF_MAX_D + 1, sizeof(*trace));
+	int r = v && trace ? 0 : -ENOMEM;
+	size_t start = o->n;
+	if (r == 0)
+		found = forward(sp, v, max, trace);
+	if (found == -2)
+		r = -ENOMEM;
+	if (r == 0 && found >= 0)
+		backward(sp, found, trace, o);
+	/* Pushed backwards like the script read back above. */
+	for (long i = m; r == 0 && found == -1 && i-- > 0;)
+		push(o, OP_ADD, sp->a1, sp->b0 + (size_t)i);
+	for (long i = n; r == 0 && found == -1 && i-- > 0;)
+		push(o, OP_DEL, sp->a0 + (size_t)i, sp->b0);
 	for (size_t i = start, j = o->n; r == 0 && j > i + 1; i++, j--) {
 		struct op t = o->v[i];
 		o->v[i] = o->v[j - 1];
@@ -208,8 +228,9 @@ int udiff(const char *old, size_t old_len, const char *new, size_t new_len, cons
 		push(&o, OP_SAME, head, head), head++;
 	while (r == 0 && tail < a.n - head && tail < b.n - head && same(&a.v[a.n - 1 - tail], &b.v[b.n - 1 - tail]))
 		tail++;
+	struct span sp = { &a, &b, head, a.n - tail, head, b.n - tail };
 	if (r == 0)
-		r = middle(&a, head, a.n - tail, &b, head, b.n - tail, &o);
+		r = middle(&sp, &o);
 	for (size_t i = 0; r == 0 && i < tail; i++)
 		push(&o, OP_SAME, a.n - tail + i, b.n - tail + i);
 	if (r == 0 && buf_printf(out, "--- %s%s\n+++ b%s\n", old ? "a" : "", old ? path : "/dev/null", path) < 0)

@@ -479,8 +479,9 @@ def list_and_status(box, agent):
     lines = out.splitlines()
     check(rc == 0 and lines[0].split() == ["USER", "KEYPAIR", "FINGERPRINT", "EXPIRES_AT", "TASK", "PATH"],
           f"list: {out}")
-    col = lines[0].index("FINGERPRINT")
-    check(all(l[col:].startswith("SHA256:") for l in lines[1:]) and len(lines) == 3, f"columns not aligned:\n{out}")
+    for name, start in (("FINGERPRINT", "SHA256:"), ("TASK", task["task_id"]), ("PATH", box.keys_path())):
+        col = lines[0].index(name)
+        check(all(l[col:].startswith(start) for l in lines[1:]) and len(lines) == 3, f"{name} not aligned:\n{out}")
     rc, out, _ = run_agent(agent, box, "list", "--user", "root", "--json")
     check(rc == 0 and json.loads(out) == [], f"list --user root: {out}")
     rc, out, _ = run_agent(agent, box, "status", "--json")
