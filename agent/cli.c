@@ -265,8 +265,10 @@ static int list_table(const struct managed_entry *v, size_t n)
 {
 	int w[5] = { 4, 7, 11, 10, 4 };	/* USER KEYPAIR FINGERPRINT EXPIRES_AT TASK */
 	char when[32];
+	/* One entry a line for scripts; a header for people at a terminal. */
+	bool tty = isatty(STDOUT_FILENO);
 	if (n == 0)
-		return printf("no managed entries\n") < 0 ? 2 : 0;
+		return tty && printf("no managed entries\n") < 0 ? 2 : 0;
 	for (size_t i = 0; i < n; i++) {
 		format_time(v[i].e.expires, when, sizeof(when));
 		w[0] = width(w[0], v[i].user);
@@ -275,8 +277,9 @@ static int list_table(const struct managed_entry *v, size_t n)
 		w[3] = width(w[3], when);
 		w[4] = width(w[4], v[i].e.task_id);
 	}
-	printf("%-*s  %-*s  %-*s  %-*s  %-*s  %s\n", w[0], "USER", w[1], "KEYPAIR", w[2], "FINGERPRINT", w[3],
-	       "EXPIRES_AT", w[4], "TASK", "PATH");
+	if (tty)
+		printf("%-*s  %-*s  %-*s  %-*s  %-*s  %s\n", w[0], "USER", w[1], "KEYPAIR", w[2], "FINGERPRINT", w[3],
+		       "EXPIRES_AT", w[4], "TASK", "PATH");
 	for (size_t i = 0; i < n; i++) {
 		format_time(v[i].e.expires, when, sizeof(when));
 		printf("%-*s  %-*s  %-*s  %-*s  %-*s  %s\n", w[0], v[i].user, w[1], v[i].e.keypair, w[2],

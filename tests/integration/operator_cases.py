@@ -475,13 +475,19 @@ def list_and_status(box, agent):
              "fingerprint": fingerprint(box.keys.pub("b", "ecdsa")), "task_id": task["task_id"],
              "expires_at": rfc3339(until)}]
     check(rc == 0 and entries == want, f"list --json: {entries}\nwanted {want}")
+    # For scripts (not a terminal): one entry a line, in aligned columns.
     rc, out, _ = run_agent(agent, box, "list")
     lines = out.splitlines()
-    check(rc == 0 and lines[0].split() == ["USER", "KEYPAIR", "FINGERPRINT", "EXPIRES_AT", "TASK", "PATH"],
-          f"list: {out}")
-    for name, start in (("FINGERPRINT", "SHA256:"), ("TASK", task["task_id"]), ("PATH", box.keys_path())):
-        col = lines[0].index(name)
-        check(all(l[col:].startswith(start) for l in lines[1:]) and len(lines) == 3, f"{name} not aligned:\n{out}")
+    check(rc == 0 and len(lines) == 2 and lines[0].split()[:3] == [box.user, "kp1", want[0]["fingerprint"]] and
+          lines[0].split()[3:] == [rfc3339(until), task["task_id"], box.keys_path()], f"list: {out}")
+    for start in ("SHA256:", task["task_id"], box.keys_path()):
+        col = lines[0].index(start)
+        check(lines[1][col:].startswith(start), f"columns not aligned:\n{out}")
+    # For people (a terminal): a header line above them.
+    p = subprocess.run(["script", "-qec", f"{agent} -c {box.agent_config} list", "/dev/null"], capture_output=True,
+                       text=True)
+    head = p.stdout.splitlines()[0].split() if p.stdout else []
+    check(head == ["USER", "KEYPAIR", "FINGERPRINT", "EXPIRES_AT", "TASK", "PATH"], f"list at a terminal: {p.stdout!r}")
     rc, out, _ = run_agent(agent, box, "list", "--user", "root", "--json")
     check(rc == 0 and json.loads(out) == [], f"list --user root: {out}")
     rc, out, _ = run_agent(agent, box, "status", "--json")
