@@ -5,10 +5,15 @@
 #include <time.h>
 
 #include "apply.h"
+#include "audit.h"
+#include "check.h"
+#include "intake.h"
 #include "linemerge.h"
 #include "listen.h"
 #include "log.h"
+#include "managed.h"
 #include "plan.h"
+#include "policy.h"
 #include "proof.h"
 #include "selinux.h"
 #include "sshd.h"
@@ -709,6 +714,10 @@ static int commit(struct apply *a)
 	}
 	if (journal_backup_clear(a->j) < 0)
 		log_warnx("task %s: cannot drop its backups; the next start sees it committed", a->task->id);
+	if (a->plan.keys.new && managed_note(a->j, a->plan.user.name, a->plan.keys.path) < 0)
+		log_warnx("task %s: cannot note %s in the state dir; `list` will not show it", a->task->id,
+			  a->plan.keys.path);
+	audit_task(a->task, &a->plan, &a->sshd);
 	return 0;
 }
 
@@ -865,7 +874,7 @@ static int prepare(struct apply *a, const char *server_id, struct pubkey *replac
 		return result_fail(a->res, ERR_USER_NOT_FOUND, "no user %s", user);
 	if (r < 0)
 		return result_fail(a->res, ERR_IO_ERROR, "cannot look up user %s: %s", user, strerror(-r));
-	if (query_sshd(a, &a->sshd) < 0)
+	if (query_sshd(a, &a->sshd) < 0 || policy_check(a->cfg, t, &a->sshd, &a->plan, a->res) < 0)
 		return -1;
 	step_done(a, STEP_SSHD_T);
 	a->running = proof_port_open(a->cfg->address, a->sshd.ports[0], a->cfg->connect_timeout_ms);
@@ -882,7 +891,8 @@ static int prepare(struct apply *a, const char *server_id, struct pubkey *replac
 	return r;
 }
 
-int apply_task(const struct config *cfg, struct journal *j, const struct task *task, struct result *res)
+static int apply_run(const struct config *cfg, struct journal *j, const struct task *task, unsigned flags,
+		     struct result *res)
 {
 	struct apply a = { .cfg = cfg, .j = j, .task = task, .res = res,
 			   .deadline = now_ms() + (int64_t)cfg->task_timeout_s * 1000, .mark = now_us() };
@@ -890,7 +900,9 @@ int apply_task(const struct config *cfg, struct journal *j, const struct task *t
 	_cleanup_free_ char *server_id = config_server_id(cfg);
 	a.replaced = &replaced;
 	int r = prepare(&a, server_id, &replaced);
-	if (r == 0) {
+	if (r == 0 && (flags & APPLY_CHECK)) {
+		r = check_plan(cfg, &a.plan, &a.sshd, res);
+	} else if (r == 0) {
 		r = transact(&a);
 		if (r < 0)
 			rollback(&a);
@@ -905,6 +917,11 @@ int apply_task(const struct config *cfg, struct journal *j, const struct task *t
 	sshd_settings_free(&a.sshd);
 	plan_free(&a.plan);
 	return r;
+}
+
+int apply_task(const struct config *cfg, struct journal *j, const struct task *task, struct result *res)
+{
+	return apply_run(cfg, j, task, 0, res);
 }
 
 static void log_result(const struct task *t, const struct result *res, const char *user)
@@ -976,6 +993,23 @@ int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, e
 	return failed ? -EIO : 0;
 }
 
+/* The log line, the audit record of a refusal, and for check the changes
+ * (none when it stopped before planning). */
+static int apply_done(struct task *task, struct result *res, const struct config *cfg, unsigned flags,
+		      int64_t start)
+{
+	if (res->duration_ms < 0)
+		res->duration_ms = now_ms() - start;
+	if ((flags & APPLY_CHECK) && !res->changes)
+		res->changes = strdup("[]");
+	if (!(flags & APPLY_CHECK))
+		audit_refused(task, task ? (task->user ? task->user : cfg->user) : NULL, res);
+	log_result(task, res, task ? (task->user ? task->user : cfg->user) : NULL);
+	if (task)
+		task_free(task);
+	return res->code == ERR_NONE ? 0 : -1;
+}
+
 static int with_journal(const struct config *cfg, struct journal *j, unsigned flags, struct result *res)
 {
 	char msg[256] = "";
@@ -986,10 +1020,52 @@ static int with_journal(const struct config *cfg, struct journal *j, unsigned fl
 	if (r < 0)
 		return result_fail(res, r == -ETIMEDOUT ? ERR_TIMEOUT : ERR_IO_ERROR,
 				   "cannot take the state dir lock: %s", strerror(-r));
-	if (apply_recover(cfg, j, flags, ERR_IO_ERROR,
+	/* A dry run leaves even an interrupted task to the next apply. */
+	if (!(flags & APPLY_CHECK) &&
+	    apply_recover(cfg, j, flags, ERR_IO_ERROR,
 			  "the agent stopped in the middle of this task; it was rolled back") < 0)
 		return result_fail(res, ERR_IO_ERROR, "an interrupted task could not be rolled back");
 	return 0;
+}
+
+/* A task that did not verify is answered (on the control plane's route
+ * through the outbox), never recorded under its task_id. */
+static void answer_untrusted(const struct config *cfg, unsigned flags, const struct result *res)
+{
+	struct journal j;
+	char msg[256] = "";
+	if (!res->task_id[0] || !(flags & APPLY_OUTBOX) || (flags & APPLY_CHECK))
+		return;
+	if (journal_open(cfg->state_dir, cfg->results_keep, &j, msg, sizeof(msg)) == 0)
+		journal_outbox_put(&j, res);
+	journal_close(&j);
+}
+
+/* Under the lock: a task seen before gets its recorded result, any other
+ * is applied (or checked) and recorded (a check records nothing). */
+static void apply_locked(const struct config *cfg, struct journal *j, const struct task *task, unsigned flags,
+			 int64_t start, struct result *res)
+{
+	bool check = flags & APPLY_CHECK;
+	struct result recorded;
+	result_init(&recorded);
+	if (journal_lookup(j, res->task_id, &recorded) == 0) {
+		result_free(res);
+		*res = recorded;
+		if (check)
+			result_warn(res, "task %s was applied before: apply returns this recorded result and "
+					 "changes nothing", res->task_id);
+	} else {
+		if (task)
+			apply_run(cfg, j, task, flags, res);
+		res->duration_ms = now_ms() - start;
+		int r = check ? 0 : journal_record(j, res);
+		if (r < 0)
+			result_warn(res, "cannot record the result: %s", strerror(-r));
+	}
+	/* A replay is posted again too: the first post may have been lost. */
+	if ((flags & APPLY_OUTBOX) && !check && journal_outbox_put(j, res) < 0)
+		log_warnx("task %s: cannot put the result in the outbox", res->task_id);
 }
 
 int apply_text(const struct config *cfg, const char *text, size_t len, unsigned flags, struct result *res)
@@ -997,41 +1073,18 @@ int apply_text(const struct config *cfg, const char *text, size_t len, unsigned 
 	int64_t start = now_ms();
 	struct task task = { 0 };
 	struct journal j;
-	bool parsed;
+	bool parsed, trusted;
 
 	result_init(res);
-	parsed = task_parse(text, len, &task, res) == 0;
 	_cleanup_free_ char *server_id = config_server_id(cfg);
+	parsed = intake_task(cfg, server_id, text, len, &task, res, &trusted) == 0;
 	if (server_id)
 		result_set_server_id(res, server_id);
-	if (!res->task_id[0]) {
-		res->duration_ms = now_ms() - start;
-		log_result(NULL, res, NULL);
-		task_free(&task);
-		return -1;
-	}
-	if (with_journal(cfg, &j, flags, res) == 0) {
-		struct result recorded;
-		result_init(&recorded);
-		if (journal_lookup(&j, res->task_id, &recorded) == 0) {
-			result_free(res);
-			*res = recorded;
-		} else {
-			if (parsed)
-				apply_task(cfg, &j, &task, res);
-			res->duration_ms = now_ms() - start;
-			int r = journal_record(&j, res);
-			if (r < 0)
-				result_warn(res, "cannot record the result: %s", strerror(-r));
-		}
-		/* A replay is posted again too: the first post may have been lost. */
-		if ((flags & APPLY_OUTBOX) && journal_outbox_put(&j, res) < 0)
-			log_warnx("task %s: cannot put the result in the outbox", res->task_id);
-	}
-	journal_close(&j);
-	if (res->duration_ms < 0)
-		res->duration_ms = now_ms() - start;
-	log_result(parsed ? &task : NULL, res, parsed ? (task.user ? task.user : cfg->user) : NULL);
-	task_free(&task);
-	return res->code == ERR_NONE ? 0 : -1;
+	if (!trusted)
+		answer_untrusted(cfg, flags, res);
+	else if (res->task_id[0] && with_journal(cfg, &j, flags, res) == 0)
+		apply_locked(cfg, &j, parsed ? &task : NULL, flags, start, res);
+	if (trusted && res->task_id[0])
+		journal_close(&j);
+	return apply_done(parsed ? &task : NULL, res, cfg, flags, start);
 }

@@ -2,6 +2,8 @@
  * as far as needed to find markers and keys; everything else is opaque bytes
  * that go back out exactly as they came in. */
 #include <stdarg.h>
+#include <strings.h>
+#include <time.h>
 
 #include <libssh/libssh.h>
 
@@ -61,7 +63,7 @@ struct line {
 			struct span type, blob, comment;
 		} key;
 		struct {
-			struct span name, fingerprint;
+			struct span name, task, fingerprint;
 		} marker;
 	};
 };
@@ -408,11 +410,10 @@ static bool marker_field(const char *s, size_t len, size_t *pos, const char *nam
 static bool line_marker(const char *s, size_t len, struct line *l)
 {
 	size_t pos = strlen(AUTHKEYS_MARKER);
-	struct span task;
 	if (len < pos || memcmp(s, AUTHKEYS_MARKER, pos) != 0)
 		return false;
 	if (!marker_field(s, len, &pos, " keypair=", KEYPAIR_NAME_MAX, &l->marker.name) ||
-	    !marker_field(s, len, &pos, " task=", TASK_ID_MAX, &task))
+	    !marker_field(s, len, &pos, " task=", TASK_ID_MAX, &l->marker.task))
 		return false;
 	if (pos >= len || s[pos] != ' ' || !fingerprint_valid(s + pos + 1, len - pos - 1))
 		return false;
@@ -720,10 +721,28 @@ static bool pubkey_writable(const struct pubkey *key)
 	       (!key->comment || !has_ctrl_but_tab(key->comment, strlen(key->comment)));
 }
 
-int authkeys_add(struct authkeys *ak, const char *keypair, const char *task_id, const struct pubkey *key)
+/* The option as the agent writes it: UTC, to the second. */
+static int expiry_option(int64_t expires, char *buf, size_t size)
 {
+	time_t t = (time_t)expires;
+	struct tm tm;
+	if (!expires) {
+		buf[0] = '\0';
+		return 0;
+	}
+	if (expires < 0 || !gmtime_r(&t, &tm) || tm.tm_year + 1900 > 9999 ||
+	    !strftime(buf, size, "expiry-time=\"%Y%m%d%H%M%SZ\" ", &tm))
+		return -EINVAL;
+	return 0;
+}
+
+int authkeys_add_expiring(struct authkeys *ak, const char *keypair, const char *task_id, const struct pubkey *key,
+			  int64_t expires)
+{
+	char option[48];
 	if (!ak || !keypair || !task_id || !str_is_token(keypair, KEYPAIR_NAME_MAX) ||
-	    !str_is_token(task_id, TASK_ID_MAX) || !pubkey_writable(key))
+	    !str_is_token(task_id, TASK_ID_MAX) || !pubkey_writable(key) ||
+	    expiry_option(expires, option, sizeof(option)) < 0)
 		return -EINVAL;
 
 	_cleanup_free_ char *formatted = pubkey_format(key);
@@ -734,7 +753,7 @@ int authkeys_add(struct authkeys *ak, const char *keypair, const char *task_id, 
 	int r = lines_push_printf(ak, "%s keypair=%s task=%s %s\n", AUTHKEYS_MARKER, keypair, task_id,
 				  key->fingerprint);
 	if (r >= 0)
-		r = lines_push_printf(ak, "%s\n", formatted);
+		r = lines_push_printf(ak, "%s%s\n", option, formatted);
 	/* Only an entry that reads back as managed may go out. */
 	if (r >= 0 && (ak->lines[n].kind != LINE_MARKER || ak->lines[n + 1].kind != LINE_KEY))
 		r = -EINVAL;
@@ -746,6 +765,11 @@ int authkeys_add(struct authkeys *ak, const char *keypair, const char *task_id, 
 	if (last != SIZE_MAX && !line_ends_newline(&ak->lines[last]))
 		ak->lines[last].newline_added = true;
 	return 0;
+}
+
+int authkeys_add(struct authkeys *ak, const char *keypair, const char *task_id, const struct pubkey *key)
+{
+	return authkeys_add_expiring(ak, keypair, task_id, key, 0);
 }
 
 int authkeys_serialise(const struct authkeys *ak, char **ret, size_t *ret_len)
@@ -769,4 +793,158 @@ int authkeys_serialise(const struct authkeys *ak, char **ret, size_t *ret_len)
 	}
 	*ret = buf_steal(&b, ret_len);
 	return *ret ? 0 : -ENOMEM;
+}
+
+/* -- expiring entries ------------------------------------------------- */
+
+int authkeys_expiry_parse(const char *s, size_t len, int64_t *ret)
+{
+	bool utc = len > 0 && (s[len - 1] == 'Z' || s[len - 1] == 'z');
+	int f[6] = { 0, 0, 0, 0, 0, 0 };
+	static const int width[6] = { 4, 2, 2, 2, 2, 2 };
+	size_t n = len - utc, pos = 0;
+	if (n != 8 && n != 12 && n != 14)
+		return -EINVAL;
+	for (int i = 0; pos < n; i++)
+		for (int w = 0; w < width[i]; w++, pos++) {
+			if (s[pos] < '0' || s[pos] > '9')
+				return -EINVAL;
+			f[i] = f[i] * 10 + (s[pos] - '0');
+		}
+	if (f[0] < 1970 || f[1] < 1 || f[1] > 12 || f[2] < 1 || f[2] > 31 || f[3] > 23 || f[4] > 59 || f[5] > 59)
+		return -EINVAL;
+	struct tm tm = { .tm_year = f[0] - 1900, .tm_mon = f[1] - 1, .tm_mday = f[2], .tm_hour = f[3],
+			 .tm_min = f[4], .tm_sec = f[5], .tm_isdst = -1 };
+	time_t t = utc ? timegm(&tm) : mktime(&tm);
+	if (t == (time_t)-1)
+		return -EINVAL;
+	*ret = (int64_t)t;
+	return 0;
+}
+
+/* expiry-time="..." among the options before the key (any case, as sshd
+ * takes option names); 0 when there is none. */
+static int64_t line_expiry(const struct line *l)
+{
+	static const char name[] = "expiry-time=\"";
+	const char *s = l->text;
+	size_t end = l->key.type.off, n = sizeof(name) - 1;
+	for (size_t pos = skip_space(s, end, 0); pos < end; pos++) {
+		if (end - pos > n && strncasecmp(s + pos, name, n) == 0) {
+			const char *v = s + pos + n;
+			const char *q = memchr(v, '"', end - pos - n);
+			int64_t t;
+			return q && authkeys_expiry_parse(v, (size_t)(q - v), &t) == 0 ? t : 0;
+		}
+		for (bool quoted = false; pos < end && (quoted || s[pos] != ','); pos++) {
+			if (s[pos] == '\\' && pos + 1 < end && s[pos + 1] == '"')
+				pos++;
+			else if (s[pos] == '"')
+				quoted = !quoted;
+		}
+	}
+	return 0;
+}
+
+static size_t next_live(const struct authkeys *ak, size_t i)
+{
+	for (i++; i < ak->n && ak->lines[i].deleted; i++)
+		;
+	return i;
+}
+
+/* 1 with *k set when the marker at m heads a live entry: the key line
+ * under it carries the marker's fingerprint. */
+static int entry_key_line(const struct authkeys *ak, size_t m, size_t *k)
+{
+	size_t i = next_live(ak, m);
+	if (ak->lines[m].kind != LINE_MARKER || ak->lines[m].deleted || i >= ak->n || ak->lines[i].kind != LINE_KEY)
+		return 0;
+	_cleanup_(pubkey_free) struct pubkey key = { 0 };
+	int r = line_pubkey(&ak->lines[i], &key);
+	if (r < 0)
+		return r == -EINVAL ? 0 : r;
+	if (!span_eq(&ak->lines[m], ak->lines[m].marker.fingerprint, key.fingerprint))
+		return 0;
+	*k = i;
+	return 1;
+}
+
+struct entries {
+	struct authkeys_entry *v;
+	size_t n;
+};
+
+static int entries_push(struct entries *e, const struct line *m, const struct line *k)
+{
+	struct authkeys_entry *nv = reallocarray(e->v, e->n + 1, sizeof(*nv));
+	if (!nv)
+		return -ENOMEM;
+	e->v = nv;
+	struct authkeys_entry *x = &e->v[e->n];
+	*x = (struct authkeys_entry){
+		.keypair = strndup(m->text + m->marker.name.off, m->marker.name.len),
+		.task_id = strndup(m->text + m->marker.task.off, m->marker.task.len),
+		.fingerprint = strndup(m->text + m->marker.fingerprint.off, m->marker.fingerprint.len),
+		.expires = line_expiry(k),
+	};
+	e->n++;
+	return x->keypair && x->task_id && x->fingerprint ? 0 : -ENOMEM;
+}
+
+void authkeys_entries_free(struct authkeys_entry *v, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(v[i].keypair);
+		free(v[i].task_id);
+		free(v[i].fingerprint);
+	}
+	free(v);
+}
+
+/* The entries, and with now > 0 those expired at now are deleted. */
+static int entries_walk(struct authkeys *ak, int64_t now, struct authkeys_entry **ret, size_t *n)
+{
+	struct entries e = { 0 };
+	int r = 0, gone = 0;
+	for (size_t i = 0; r >= 0 && i < ak->n; i++) {
+		size_t k;
+		r = entry_key_line(ak, i, &k);
+		if (r <= 0)
+			continue;
+		int64_t expires = line_expiry(&ak->lines[k]);
+		if (now > 0 && (!expires || expires > now))
+			continue;
+		r = ret ? entries_push(&e, &ak->lines[i], &ak->lines[k]) : 0;
+		if (now > 0) {
+			ak->lines[i].deleted = ak->lines[k].deleted = true;
+			gone++;
+		}
+		i = k;
+	}
+	if (r < 0) {
+		authkeys_entries_free(e.v, e.n);
+		return r;
+	}
+	if (ret) {
+		*ret = e.v;
+		*n = e.n;
+	}
+	return gone;
+}
+
+int authkeys_managed(const struct authkeys *ak, struct authkeys_entry **ret, size_t *n)
+{
+	if (!ak || !ret || !n)
+		return -EINVAL;
+	/* With now = 0 nothing is deleted: the cast only lets the walk share code. */
+	int r = entries_walk((struct authkeys *)ak, 0, ret, n);
+	return r < 0 ? r : 0;
+}
+
+int authkeys_remove_expired(struct authkeys *ak, int64_t now, struct authkeys_entry **removed, size_t *n)
+{
+	if (!ak || now <= 0 || (removed && !n))
+		return -EINVAL;
+	return entries_walk(ak, now, removed, n);
 }

@@ -42,6 +42,28 @@ int authkeys_remove_managed(struct authkeys *ak, const struct strv *names, struc
 int authkeys_remove_key(struct authkeys *ak, const struct pubkey *key);
 /* Appends a managed entry: marker naming key pair and task, then the key. */
 int authkeys_add(struct authkeys *ak, const char *keypair, const char *task_id, const struct pubkey *key);
+/* The same with OpenSSH's expiry-time="YYYYMMDDHHMMSSZ" option on the key
+ * line when expires (unix seconds, UTC) is not 0: sshd itself refuses the
+ * key from then on. */
+int authkeys_add_expiring(struct authkeys *ak, const char *keypair, const char *task_id, const struct pubkey *key,
+			  int64_t expires);
+
+/* A managed entry as it stands: marker and the key line under it. */
+struct authkeys_entry {
+	char *keypair;
+	char *task_id;
+	char *fingerprint;	/* "SHA256:..." */
+	int64_t expires;	/* the key line's expiry-time, unix seconds; 0 none */
+};
+
+/* The managed entries, in file order. */
+int authkeys_managed(const struct authkeys *ak, struct authkeys_entry **ret, size_t *n);
+/* Removes the managed entries whose expiry-time is at or before now and
+ * hands them over in removed (may be NULL). Returns how many went. */
+int authkeys_remove_expired(struct authkeys *ak, int64_t now, struct authkeys_entry **removed, size_t *n);
+void authkeys_entries_free(struct authkeys_entry *v, size_t n);
+/* "YYYYMMDDHHMM[SS][Z]" as sshd reads expiry-time (no Z: local time). */
+int authkeys_expiry_parse(const char *s, size_t len, int64_t *ret);
 /* True when some line (managed or not) carries this key. */
 bool authkeys_has_key(const struct authkeys *ak, const struct pubkey *key);
 int authkeys_serialise(const struct authkeys *ak, char **ret, size_t *ret_len);

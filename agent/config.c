@@ -232,6 +232,64 @@ static int set_device(struct config *c, const char *v, const char **why)
 	return set_abs_path(&c->device, v, true, why);
 }
 
+/* [control_plane] verify_key and [policy]: the operator's controls. */
+static int set_verify_key(struct config *c, const char *v, const char **why)
+{
+	return set_abs_path(&c->verify_key, v, true, why);
+}
+
+static int set_bool(bool *field, const char *v, const char **why)
+{
+	if (streq(v, "yes") || streq(v, "true") || streq(v, "1"))
+		*field = true;
+	else if (streq(v, "no") || streq(v, "false") || streq(v, "0"))
+		*field = false;
+	else {
+		*why = "must be yes or no";
+		return -EINVAL;
+	}
+	return 0;
+}
+
+static int set_policy_users(struct config *c, const char *v, const char **why)
+{
+	_cleanup_strv_ struct strv users = { 0 };
+	_cleanup_free_ char *copy = strdup(v);
+	if (!copy)
+		return -ENOMEM;
+	for (char *save = NULL, *u = strtok_r(copy, ",", &save); u; u = strtok_r(NULL, ",", &save)) {
+		u += strspn(u, " \t");
+		size_t n = strlen(u);
+		while (n > 0 && (u[n - 1] == ' ' || u[n - 1] == '\t'))
+			u[--n] = '\0';
+		if (!str_is_token(u, 32) || u[0] == '-') {
+			*why = "must be a comma-separated list of user names";
+			return -EINVAL;
+		}
+		if (!strv_contains(&users, u) && strv_push(&users, u) < 0)
+			return -ENOMEM;
+	}
+	strv_free(&c->policy_users);
+	c->policy_users = users;
+	users = (struct strv){ 0 };
+	return 0;
+}
+
+static int set_allow_root(struct config *c, const char *v, const char **why)
+{
+	return set_bool(&c->allow_root, v, why);
+}
+
+static int set_allow_port(struct config *c, const char *v, const char **why)
+{
+	return set_bool(&c->allow_port, v, why);
+}
+
+static int set_allow_password_login(struct config *c, const char *v, const char **why)
+{
+	return set_bool(&c->allow_password_login, v, why);
+}
+
 static const struct config_key config_keys[] = {
 	{ "agent", "state_dir", set_state_dir },
 	{ "agent", "user", set_user },
@@ -252,6 +310,11 @@ static const struct config_key config_keys[] = {
 	{ "control_plane", "poll_jitter", set_poll_jitter },
 	{ "channel", "socket", set_socket },
 	{ "channel", "device", set_device },
+	{ "control_plane", "verify_key", set_verify_key },
+	{ "policy", "users", set_policy_users },
+	{ "policy", "allow_root", set_allow_root },
+	{ "policy", "allow_port", set_allow_port },
+	{ "policy", "allow_password_login", set_allow_password_login },
 };
 
 static int config_handler(void *user, const char *section, const char *name, const char *value)
@@ -348,13 +411,17 @@ void config_init_defaults(struct config *cfg)
 		.poll_jitter_pct = 10,
 		.socket = strdup("/run/kps-agent/agent.sock"),
 		.device = strdup(""),
+		.verify_key = strdup(""),
+		.allow_root = true,
+		.allow_port = true,
+		.allow_password_login = true,
 	};
 }
 
 static bool config_complete(const struct config *c)
 {
 	return c->state_dir && c->user && c->sshd_binary && c->sshd_config && c->address && c->url &&
-	       c->server_id && c->token_file && c->ca_file && c->socket && c->device;
+	       c->server_id && c->token_file && c->ca_file && c->socket && c->device && c->verify_key;
 }
 
 int config_load(const char *path, bool must_exist, struct config *cfg, char *err, size_t errlen)
@@ -373,6 +440,13 @@ int config_load(const char *path, bool must_exist, struct config *cfg, char *err
 			return -ENOMEM;
 		r = config_parse_dropins(path, cfg, err, errlen);
 	}
+	/* A key file that cannot be read would refuse every task: refuse to start. */
+	if (r == 0 && cfg->verify_key[0]) {
+		char why[512] = "";
+		r = signature_keys_load(cfg->verify_key, &cfg->verify_keys, why, sizeof(why));
+		if (r < 0)
+			snprintf(err, errlen, "[control_plane] verify_key %s", why);
+	}
 	return r;
 }
 
@@ -380,11 +454,13 @@ void config_free(struct config *c)
 {
 	char **fields[] = { &c->path, &c->state_dir, &c->user, &c->sshd_binary, &c->sshd_config,
 			    &c->reload_arg, &c->address, &c->url, &c->server_id, &c->token_file,
-			    &c->ca_file, &c->socket, &c->device };
+			    &c->ca_file, &c->socket, &c->device, &c->verify_key };
 	for (size_t i = 0; i < ELEMENTSOF(fields); i++) {
 		free(*fields[i]);
 		*fields[i] = NULL;
 	}
+	signature_keys_free(&c->verify_keys);
+	strv_free(&c->policy_users);
 }
 
 char *config_server_id(const struct config *cfg)

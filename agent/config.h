@@ -2,6 +2,7 @@
  * the file. */
 #pragma once
 
+#include "signature.h"
 #include "util.h"
 
 #define CONFIG_PATH_MAX 4096
@@ -40,6 +41,14 @@ struct config {
 	/* [channel] */
 	char *socket;
 	char *device;
+	/* [control_plane] verify_key: the file, and its keys read at load */
+	char *verify_key;
+	struct signature_keys verify_keys;
+	/* [policy]: what tasks may do on this VM */
+	struct strv policy_users;	/* empty: any user */
+	bool allow_root;
+	bool allow_port;
+	bool allow_password_login;
 };
 
 /* Loads path (and path's conf.d/ drop-ins, in order) over the defaults.

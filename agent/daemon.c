@@ -11,10 +11,12 @@
 
 #include "apply.h"
 #include "channel.h"
+#include "cli.h"
 #include "controlplane.h"
 #include "daemon.h"
 #include "journal.h"
 #include "log.h"
+#include "managed.h"
 #include "version.h"
 
 #define WORKER_GRACE_S 10	/* past task_timeout before the worker is killed */
@@ -59,6 +61,8 @@ struct daemon {
 	bool ready;		/* READY=1 sent */
 	bool waiting_source;	/* READY=1 waits for the control plane's first poll */
 	struct event *ready_timer;
+	struct event *expiry_timer;	/* the next key_expires_at, when one is ahead */
+	int mark_fd;			/* the state dir's daemon.lock, for status */
 };
 
 static void daemon_next(struct daemon *d);
@@ -340,6 +344,32 @@ static void on_ready_timer(evutil_socket_t fd, short what, void *arg)
 	daemon_ready(d);
 }
 
+/* Keys past their key_expires_at leave authorized_keys within 60 s (sshd
+ * refuses them already): a timer for the next one, none while none is
+ * ahead. Runs between tasks; daemon_next calls it again after each. */
+static void daemon_expiry(struct daemon *d)
+{
+	int64_t now = (int64_t)time(NULL), next = 0;
+	if (d->worker.job || d->stopping || !d->expiry_timer)
+		return;
+	int r = managed_sweep(&d->cfg, now, &next);
+	if (r == -EBUSY)
+		next = now + 1;	/* an apply from the command line holds the lock */
+	else if (r < 0)
+		log_warnx("expired keys: %s", strerror(-r));
+	evtimer_del(d->expiry_timer);
+	struct timeval tv = { (time_t)(next - now + 1), 0 };
+	if (next > 0 && evtimer_add(d->expiry_timer, &tv) < 0)
+		log_warnx("expired keys: cannot arm the timer");
+}
+
+static void on_expiry_timer(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	daemon_expiry(arg);
+}
+
 /* A worker that cannot start fails its job, and worker_finish calls this
  * again for the next: each level takes one job off the queue, which holds
  * at most DAEMON_QUEUE_MAX (about 1.6 KiB of stack a level). */
@@ -362,6 +392,7 @@ static void daemon_next(struct daemon *d)
 		worker_failed(d, ERR_IO_ERROR, "the agent could not start a worker for this task");
 	}
 	daemon_check_ready(d);
+	daemon_expiry(d);
 }
 
 static void daemon_sources_stop(struct daemon *d)
@@ -537,6 +568,8 @@ static void daemon_free(struct daemon *d)
 	event_freep(&d->watchdog);
 	event_freep(&d->stop_timer);
 	event_freep(&d->ready_timer);
+	event_freep(&d->expiry_timer);
+	closep(&d->mark_fd);
 	if (d->base)
 		event_base_free(d->base);
 	free(d->server_id);
@@ -545,7 +578,7 @@ static void daemon_free(struct daemon *d)
 
 int daemon_run(struct config *cfg, const char *config_path)
 {
-	struct daemon d = { .config_path = config_path, .worker = { .fd = -1 } };
+	struct daemon d = { .config_path = config_path, .worker = { .fd = -1 }, .mark_fd = -1 };
 	/* The daemon owns the configuration from here: SIGHUP replaces it. */
 	d.cfg = *cfg;
 	*cfg = (struct config){ 0 };
@@ -563,8 +596,12 @@ int daemon_run(struct config *cfg, const char *config_path)
 			d.waiting_source = false;
 		struct timeval limit = { READY_WAIT_S, 0 };
 		d.ready_timer = evtimer_new(d.base, on_ready_timer, &d);
-		if (!d.ready_timer || evtimer_add(d.ready_timer, &limit) < 0)
+		d.expiry_timer = evtimer_new(d.base, on_expiry_timer, &d);
+		if (!d.ready_timer || !d.expiry_timer || evtimer_add(d.ready_timer, &limit) < 0)
 			r = -ENOMEM;
+		d.mark_fd = cli_daemon_mark(&d.cfg);
+		if (d.mark_fd == -EBUSY)
+			log_warnx("another kps-agent daemon runs on %s", d.cfg.state_dir);
 	}
 	if (r < 0) {
 		log_warnx("cannot start: %s", strerror(-r));
@@ -575,6 +612,7 @@ int daemon_run(struct config *cfg, const char *config_path)
 		 d.cfg.url[0] ? d.cfg.url : "off", d.cfg.socket[0] ? d.cfg.socket : "off",
 		 d.cfg.device[0] ? d.cfg.device : "off");
 	daemon_check_ready(&d);
+	daemon_expiry(&d);
 	event_base_dispatch(d.base);
 	log_info("stopped: %lu applied, %lu failed", d.applied, d.failed);
 	daemon_free(&d);

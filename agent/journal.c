@@ -129,6 +129,17 @@ int journal_record(struct journal *j, const struct result *res)
 	_cleanup_free_ char *text = result_to_json(res);
 	if (!text)
 		return -ENOMEM;
+	/* A task that may come again (a signed one, until its expires_at) is
+	 * kept until then, whatever results_keep says: see journal_prune. */
+	if (res->hold_until > 0) {
+		char *with_hold = NULL;
+		size_t n = strlen(text);
+		if (asprintf(&with_hold, "%.*s,\"hold_until\":%lld}", (int)(n - 1), text,
+			     (long long)res->hold_until) < 0)
+			return -ENOMEM;
+		free(text);
+		text = with_hold;
+	}
 	result_name(res->task_id, name, sizeof(name));
 	int r = safefile_replace(&j->results, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
 	if (r == 0)
@@ -246,6 +257,21 @@ static size_t count_names(const struct safefile_dir *dir)
 	return n;
 }
 
+/* The result's hold_until is still ahead: its task may come again. */
+static bool held(const struct journal *j, const char *task_id)
+{
+	char name[TASK_ID_MAX + 8], msg[128];
+	_cleanup_free_ char *text = NULL;
+	size_t len;
+	struct safefile_stat st;
+	result_name(task_id, name, sizeof(name));
+	if (safefile_read(&j->results, name, RESULT_MAX, &text, &len, &st, msg, sizeof(msg)) < 0 || !st.exists)
+		return false;
+	_cleanup_cjson_ cJSON *root = cJSON_ParseWithLength(text, len);
+	const cJSON *h = cJSON_GetObjectItemCaseSensitive(root, "hold_until");
+	return cJSON_IsNumber(h) && h->valuedouble > (double)time(NULL);
+}
+
 int journal_prune(struct journal *j, const char *keep_id)
 {
 	struct entry *v = NULL;
@@ -259,7 +285,7 @@ int journal_prune(struct journal *j, const char *keep_id)
 	for (size_t i = n; i-- > 0;) {
 		if (in_outbox(j, v[i].id))
 			continue;
-		if (++acked <= j->keep || (keep_id && streq(v[i].id, keep_id)))
+		if (++acked <= j->keep || (keep_id && streq(v[i].id, keep_id)) || held(j, v[i].id))
 			continue;
 		char name[TASK_ID_MAX + 8];
 		result_name(v[i].id, name, sizeof(name));

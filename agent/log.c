@@ -47,6 +47,11 @@ void log_set_debug(bool on)
 	log_debug_on = on;
 }
 
+bool log_journal(void)
+{
+	return log_to_journal;
+}
+
 __attribute__((format(printf, 2, 0))) static void log_vemit(int prio, const char *fmt, va_list ap, int errnum)
 {
 	char line[1024];

@@ -6,6 +6,8 @@
 
 void log_init(const char *ident);
 void log_set_debug(bool on);
+/* True when stderr is the journal's stream (run by systemd). */
+bool log_journal(void);
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* With strerror(errno) appended. */

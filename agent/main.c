@@ -7,6 +7,7 @@
 #include <event2/event.h>
 
 #include "apply.h"
+#include "cli.h"
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
@@ -16,6 +17,10 @@ static void usage(FILE *out)
 {
 	fprintf(out,
 		"Usage: kps-agent [-c FILE] apply [--task FILE]\n"
+		"       kps-agent [-c FILE] check [--task FILE]\n"
+		"       kps-agent [-c FILE] submit [--task FILE]\n"
+		"       kps-agent [-c FILE] list [--user USER] [--json]\n"
+		"       kps-agent [-c FILE] status [--json]\n"
 		"       kps-agent [-c FILE] run\n"
 		"       kps-agent --version | --help\n"
 		"\n"
@@ -26,6 +31,13 @@ static void usage(FILE *out)
 		"                     is - or absent; prints the result as one JSON line;\n"
 		"                     exit 0 on SUCCESS, 1 on FAILED, 2 when the agent\n"
 		"                     could not start\n"
+		"  check              dry run of apply: the result it would give, with the\n"
+		"                     diffs it would write in \"changes\"; changes nothing\n"
+		"  submit             hand the task to the running daemon and print its\n"
+		"                     result (exit codes as apply; 2 when no daemon answers)\n"
+		"  list               the authorized_keys entries the agent manages\n"
+		"  status             the daemon's state, whether it runs or not\n"
+		"  --json             list, status: JSON instead of columns\n"
 		"  run                run the daemon in the foreground (systemd Type=notify)\n"
 		"  -v, --verbose      debug logging\n"
 		"  -V, --version      print the version\n"
@@ -70,35 +82,8 @@ static void harden_process(void)
 	setrlimit(RLIMIT_CORE, &no_core);
 }
 
-static int read_task(const char *path, char **ret, size_t *len)
-{
-	_cleanup_fclose_ FILE *f = NULL;
-	FILE *in = stdin;
-	if (path && !streq(path, "-")) {
-		f = fopen(path, "re");
-		if (!f)
-			return -errno;
-		in = f;
-	}
-	_cleanup_buf_ struct buf b = { 0 };
-	/* One byte past the limit is enough for task_parse to refuse it. */
-	while (b.len <= (size_t)TASK_MAX_BYTES) {
-		int r = buf_reserve(&b, 8192);
-		if (r < 0)
-			return r;
-		size_t n = fread(b.data + b.len, 1, 8192, in);
-		b.len += n;
-		if (n == 0)
-			break;
-	}
-	if (ferror(in))
-		return -EIO;
-	b.data[b.len] = '\0';
-	*ret = buf_steal(&b, len);
-	return 0;
-}
-
-static int cmd_apply(const struct config *cfg, int argc, char **argv)
+/* apply and check: one task in, one result out. */
+static int cmd_apply(const struct config *cfg, int argc, char **argv, unsigned flags)
 {
 	static const struct option opts[] = { { "task", required_argument, NULL, 't' }, { 0 } };
 	const char *task_path = NULL;
@@ -112,19 +97,19 @@ static int cmd_apply(const struct config *cfg, int argc, char **argv)
 		task_path = optarg;
 	}
 	if (optind < argc) {
-		fprintf(stderr, "kps-agent: apply: unexpected argument %s\n", argv[optind]);
+		fprintf(stderr, "kps-agent: %s: unexpected argument %s\n", argv[0], argv[optind]);
 		return 2;
 	}
 	char *text = NULL;
 	size_t len = 0;
-	int r = read_task(task_path, &text, &len);
+	int r = cli_read_task(task_path, &text, &len);
 	if (r < 0) {
 		fprintf(stderr, "kps-agent: cannot read task %s: %s\n", task_path ? task_path : "from stdin",
 			strerror(-r));
 		return 2;
 	}
 	struct result res;
-	r = apply_text(cfg, text, len, 0, &res);
+	r = apply_text(cfg, text, len, flags, &res);
 	/* The task text may hold a password or private key. The analyzer
 	 * takes read_task's -errno for a possible 0, text unset. */
 	explicit_bzero(text, len);	/* NOLINT(clang-analyzer-core.NonNullParamChecker) */
@@ -176,7 +161,11 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	const char *cmd = argv[optind];
-	if (!streq(cmd, "apply") && !streq(cmd, "run")) {
+	static const char *const cmds[] = { "apply", "check", "submit", "list", "status", "run" };
+	size_t k = 0;
+	while (k < ELEMENTSOF(cmds) && !streq(cmd, cmds[k]))
+		k++;
+	if (k == ELEMENTSOF(cmds)) {
 		fprintf(stderr, "kps-agent: unknown command %s\n", cmd);
 		usage(stderr);
 		return 2;
@@ -189,8 +178,14 @@ int main(int argc, char **argv)
 		return 2;
 	}
 	int r;
-	if (streq(cmd, "apply"))
-		r = cmd_apply(&cfg, argc - optind, argv + optind);
+	if (streq(cmd, "apply") || streq(cmd, "check"))
+		r = cmd_apply(&cfg, argc - optind, argv + optind, streq(cmd, "check") ? APPLY_CHECK : 0);
+	else if (streq(cmd, "submit"))
+		r = cli_submit(&cfg, argc - optind, argv + optind);
+	else if (streq(cmd, "list"))
+		r = cli_list(&cfg, argc - optind, argv + optind);
+	else if (streq(cmd, "status"))
+		r = cli_status(&cfg, argc - optind, argv + optind);
 	else if (optind + 1 < argc) {
 		fprintf(stderr, "kps-agent: run: unexpected argument %s\n", argv[optind + 1]);
 		r = 2;

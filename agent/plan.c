@@ -128,7 +128,7 @@ static int add_task_keys(struct plan *p, struct authkeys *ak, const struct task 
 		const char *text = t->keys[i].public_key;
 		int r = pubkey_parse(text, strlen(text), &k);
 		if (r == 0)
-			r = authkeys_add(ak, t->keys[i].name, t->id, &k);
+			r = authkeys_add_expiring(ak, t->keys[i].name, t->id, &k, t->key_expires_at);
 		if (r == 0)
 			r = push_key(&p->accept, &p->n_accept, &k);
 		pubkey_free(&k);
@@ -465,7 +465,7 @@ static void want_from_task(struct plan *p, const struct task *t)
 {
 	struct sshdconf_block *w = &p->want;
 	p->password = p->kbdinteractive = -1;
-	if (t->action == TASK_DISASSOCIATE || t->disable_password == 0) {
+	if ((t->action == TASK_DISASSOCIATE && !p->keep_password) || t->disable_password == 0) {
 		/* Password login back on; keyboard-interactive back to what
 		 * the admin had before the agent turned it off. */
 		w->password = 1;

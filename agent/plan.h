@@ -59,6 +59,7 @@ struct plan {
 	int kbdinteractive;	/* effective KbdInteractiveAuthentication: -1 no check */
 	int port;		/* the port sshd listens on afterwards: 0 unchanged */
 	bool port_change;
+	bool keep_password;	/* [policy] allow_password_login = no: a disassociate leaves it */
 };
 
 /* Resolves the user (getpwnam_r). -ENOENT when there is none. */

@@ -34,10 +34,13 @@ static const char *const error_names[ERR_COUNT] = {
 	[ERR_IO_ERROR] = "KPS.AGENT.IO_ERROR",
 	[ERR_TIMEOUT] = "KPS.AGENT.TIMEOUT",
 	[ERR_PORT_IN_USE] = "KPS.AGENT.PORT_IN_USE",
+	[ERR_BAD_SIGNATURE] = "KPS.AGENT.BAD_SIGNATURE",
+	[ERR_POLICY_DENIED] = "KPS.AGENT.POLICY_DENIED",
 };
 
 static const char *const task_fields[] = { "task_id", "action", "keypair_name", "public_key",
-					   "keypairs", "user", "server", "expires_at", NULL };
+					   "keypairs", "user", "server", "expires_at", "key_expires_at",
+					   "requester", NULL };
 static const char *const keypair_fields[] = { "name", "public_key", NULL };
 static const char *const server_fields[] = { "id", "auth", "authentication", "disable_password",
 					     "port", NULL };
@@ -79,6 +82,7 @@ void result_init(struct result *res)
 void result_free(struct result *res)
 {
 	free(res->server_id);
+	free(res->changes);
 	strv_free(&res->warnings);
 	result_init(res);
 }
@@ -176,6 +180,8 @@ char *result_to_json(const struct result *res)
 		return NULL;
 	if (res->duration_ms >= 0 &&
 	    !cJSON_AddNumberToObject(o, "duration_ms", (double)res->duration_ms))
+		return NULL;
+	if (res->changes && !cJSON_AddRawToObject(o, "changes", res->changes))
 		return NULL;
 	return cJSON_PrintUnformatted(o);
 }
@@ -277,6 +283,7 @@ void task_free(struct task *task)
 	free(task->keys);
 	free(task->user);
 	free(task->server_id);
+	free(task->requester);
 	secret_wipe(&task->auth_key);
 	*task = (struct task){ .disable_password = -1 };
 }
@@ -838,18 +845,60 @@ static int rfc3339_parse(const char *s, int64_t *ret)
 	return 0;
 }
 
+int task_time_parse(const char *s, int64_t *ret)
+{
+	return rfc3339_parse(s, ret);
+}
+
+/* OpenSSH's expiry-time holds years 1970-9999 and sshd reads it to the
+ * second; an instant already past would add a key that never works. */
+static int task_parse_key_expiry(const cJSON *root, struct task *t, struct result *res)
+{
+	const char *s;
+	if (get_string(root, "", "key_expires_at", false, &s, res) < 0)
+		return -1;
+	if (!s)
+		return 0;
+	if (t->action != TASK_ASSOCIATE)
+		return invalid(res, "key_expires_at applies to associate only");
+	if (rfc3339_parse(s, &t->key_expires_at) < 0 || t->key_expires_at <= 0 ||
+	    t->key_expires_at > (int64_t)253402300799)
+		return invalid(res,
+			       "key_expires_at must be an RFC 3339 time such as 2026-12-31T00:00:00Z");
+	return 0;
+}
+
+/* Printable: it goes into the journal and the audit trail as one field.
+ * The limit counts characters (UTF-8 continuation bytes do not count). */
+static int task_parse_requester(const cJSON *root, struct task *t, struct result *res)
+{
+	const char *s;
+	if (get_string(root, "", "requester", false, &s, res) < 0)
+		return -1;
+	if (!s)
+		return 0;
+	size_t n = strlen(s), chars = 0;
+	for (size_t i = 0; i < n; i++)
+		chars += ((unsigned char)s[i] & 0xc0) != 0x80;
+	if (chars == 0 || chars > REQUESTER_MAX || str_has_ctrl(s, n))
+		return invalid(res, "requester must be 1-%d printable characters", REQUESTER_MAX);
+	if (!(t->requester = strdup(s)))
+		return oom(res);
+	return 0;
+}
+
 static int task_parse_expiry(const cJSON *root, struct task *t, struct result *res)
 {
 	const char *s;
 	if (get_string(root, "", "expires_at", false, &s, res) < 0)
 		return -1;
-	if (!s)
-		return 0;
-	if (rfc3339_parse(s, &t->expires_at) < 0)
+	if (s && rfc3339_parse(s, &t->expires_at) < 0)
 		return invalid(res,
 			       "expires_at must be an RFC 3339 time such as 2026-11-23T10:00:00Z");
-	t->has_expiry = true;
-	return 0;
+	t->has_expiry = s != NULL;
+	if (task_parse_key_expiry(root, t, res) < 0)
+		return -1;
+	return task_parse_requester(root, t, res);
 }
 
 int task_parse(const char *text, size_t len, struct task *task, struct result *res)

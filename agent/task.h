@@ -13,6 +13,7 @@
 #define PUBLIC_KEY_MAX 16384
 #define AUTH_KEY_MAX 16384
 #define RESULT_MSG_MAX 256
+#define REQUESTER_MAX 128
 
 /* One-to-one with the contract's KPS.AGENT.* codes (task.c holds the table). */
 enum error_code {
@@ -31,6 +32,8 @@ enum error_code {
 	ERR_IO_ERROR,
 	ERR_TIMEOUT,
 	ERR_PORT_IN_USE,
+	ERR_BAD_SIGNATURE,
+	ERR_POLICY_DENIED,
 	ERR_COUNT,
 };
 
@@ -65,6 +68,8 @@ struct task {
 	int port;		/* 0 absent, else 1..65535 */
 	bool has_expiry;
 	int64_t expires_at;	/* unix seconds, UTC */
+	int64_t key_expires_at;	/* associate: the new entries stop working then; 0 never */
+	char *requester;	/* who asked, for the audit trail; NULL when not named */
 };
 
 struct result {
@@ -74,6 +79,8 @@ struct result {
 	char msg[RESULT_MSG_MAX];
 	struct strv warnings;
 	int64_t duration_ms;	/* < 0: not reported */
+	char *changes;		/* check: a JSON array of {"path", "diff"}; NULL otherwise */
+	int64_t hold_until;	/* the journal keeps this result until then (the task's expires_at) */
 };
 
 const char *error_code_name(enum error_code code);	/* "KPS.AGENT.INVALID_TASK" */
@@ -99,3 +106,6 @@ void result_free(struct result *res);
 struct cJSON;
 /* Wipes every string of a JSON tree that may hold a task, then frees it. */
 void task_json_wipe_delete(struct cJSON *root);
+
+/* RFC 3339 date-time into unix seconds; -EINVAL when it is not one. */
+int task_time_parse(const char *s, int64_t *ret);

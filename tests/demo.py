@@ -5,8 +5,11 @@ Starts a sandbox sshd on a free loopback port (own host keys, own
 sshd_config, AuthorizedKeysFile inside the sandbox), the control-plane
 emulator, and `kps-agent run`. Then, as a cloud user would: imports a key
 pair, calls AssociateKeypair with the seed's example body, shows the task's
-status and a real ssh login with the new key; calls DisassociateKeypair and
-shows the key refused. Nothing of the host is touched: no user is created,
+status and a real ssh login with the new key and what `kps-agent list`
+shows; calls DisassociateKeypair and shows the key refused. Signing is on:
+the emulator signs every task it hands out (--sign-key, an ed25519 key made
+with ssh-keygen) and the agent takes only tasks that verify against the
+public half (verify_key); the agent's log shows the audit records. Nothing of the host is touched: no user is created,
 nothing is written outside the sandbox (but /run/sshd, which sshd needs),
 and the sandbox is removed at the end.
 
@@ -50,6 +53,12 @@ def wait(cond, timeout=30):
     return cond()
 
 
+def list_entries(box, agent):
+    import subprocess
+    p = subprocess.run([agent.exe, "-c", agent.config, "list"], capture_output=True, text=True)
+    show("kps-agent list", p.stdout.rstrip())
+
+
 def login_state(box):
     show("authorized_keys", open(box.keys_path()).read().rstrip() if os.path.exists(box.keys_path()) else "")
     logged_in = box.login_key("demo-key")
@@ -58,7 +67,7 @@ def login_state(box):
     return logged_in
 
 
-def demo_api(cp, box):
+def demo_api(cp, box, agent):
     """Huawei KPS over plain HTTP with X-Auth-Token."""
     keypair = cp.import_keypair("newkeypair1", box.keys.pub("demo-key"))
     show("CreateKeypair (import)", keypair)
@@ -68,6 +77,7 @@ def demo_api(cp, box):
     task = cp.wait(cp.associate(body))
     show(f"ListKeypairTask ({1000 * (time.monotonic() - t0):.0f} ms after the call)", task)
     logged_in = login_state(box)
+    list_entries(box, agent)
     body = {"server": {"id": box.server_id}}
     show(f"POST /v3/{PROJECT}/keypairs/disassociate", body)
     task2 = cp.wait(cp.disassociate(body))
@@ -76,7 +86,7 @@ def demo_api(cp, box):
     return task["task_status"] == "SUCCESS_RESET" and logged_in and task2["task_status"] == "SUCCESS_UNBIND" and refused
 
 
-def demo_huawei_sdk(cp, box):
+def demo_huawei_sdk(cp, box, agent):
     hw = sdkclient.Huawei(cp.url, HUAWEI_AK, HUAWEI_SK, PROJECT)
 
     def call(method, path, body=None):
@@ -96,11 +106,12 @@ def demo_huawei_sdk(cp, box):
     tid = call("POST", "/v3/{project_id}/keypairs/associate",
                {"keypair_name": "newkeypair1", "server": {"id": box.server_id, "disable_password": True}})["task_id"]
     ok = done(tid) == "SUCCESS_RESET" and login_state(box)
+    list_entries(box, agent)
     tid = call("POST", "/v3/{project_id}/keypairs/disassociate", {"server": {"id": box.server_id}})["task_id"]
     return ok and done(tid) == "SUCCESS_UNBIND" and not login_state(box)
 
 
-def demo_tencent_sdk(cp, box):
+def demo_tencent_sdk(cp, box, agent):
     tc = sdkclient.Tencent(cp.url, TENCENT_ID, TENCENT_KEY)
 
     def call(action, params):
@@ -120,6 +131,7 @@ def demo_tencent_sdk(cp, box):
     wait(lambda: bound(key_id) == [box.server_id])
     ok = call("DescribeKeyPairs", {"KeyIds": [key_id]})["KeyPairSet"][0]["AssociatedInstanceIds"] == [box.server_id]
     ok = login_state(box) and ok
+    list_entries(box, agent)
     call("DisassociateInstancesKeyPairs", ids)
     wait(lambda: bound(key_id) == [])
     ok = call("DescribeKeyPairs", {"KeyIds": [key_id]})["KeyPairSet"][0]["AssociatedInstanceIds"] == [] and ok
@@ -143,13 +155,20 @@ def main():
     cp = agent = None
     ok = False
     try:
+        # Signed tasks: the control plane's key signs, the agent verifies.
+        sign_key = box.keys.get("control-plane-sign", "ed25519")
+        verify_key = os.path.join(box.dir, "verify_key")
+        with open(sign_key + ".pub") as src, open(verify_key, "w") as dst:
+            dst.write(src.read())
         cp = ControlPlane(os.path.join(build, "tests", "emulator", "kps-control-plane"),
-                          "--tencent-secret", f"{TENCENT_ID}:{TENCENT_KEY}", "--huawei-aksk", f"{HUAWEI_AK}:{HUAWEI_SK}")
-        agent = Agent(box, agent_exe, cp)
+                          "--tencent-secret", f"{TENCENT_ID}:{TENCENT_KEY}", "--huawei-aksk", f"{HUAWEI_AK}:{HUAWEI_SK}",
+                          "--sign-key", sign_key)
+        agent = Agent(box, agent_exe, cp, extra_conf=f"[control_plane]\nverify_key = {verify_key}\n")
         agent.start()
         print(f"sandbox {box.dir}\n  sshd on 127.0.0.1:{box.port}, keys in {box.keys_file}\n"
-              f"  control plane {cp.url}\n  kps-agent run (server {box.server_id})\n  client {args.client}")
-        ok = CLIENTS[args.client](cp, box)
+              f"  control plane {cp.url}, signing tasks with {sign_key}\n"
+              f"  kps-agent run (server {box.server_id}), verify_key {verify_key}\n  client {args.client}")
+        ok = CLIENTS[args.client](cp, box, agent)
     finally:
         if agent:
             agent.stop()

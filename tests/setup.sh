@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 PACKAGES="meson ninja-build pkg-config gcc clang python3 \
 	libssh-dev libevent-dev libcjson-dev libsystemd-dev libinih-dev libcmocka-dev libssl-dev libselinux1-dev libsepol-dev \
-	openssh-server openssh-client sshpass"
+	openssh-server openssh-client sshpass python3-cryptography"
 
 missing=""
 for p in $PACKAGES; do

@@ -47,8 +47,15 @@ static cJSON *poll_take(struct server *srv, int64_t now, int64_t *next, int *err
 		}
 		if (!list && !(list = cJSON_CreateArray()))
 			break;
-		if (!cJSON_AddItemReferenceToArray(list, t->body))
+		if (tasksign_enabled()) {
+			cJSON *env = tasksign_wrap(t->body);
+			if (!env || !cJSON_AddItemToArray(list, env)) {
+				cJSON_Delete(env);
+				break;
+			}
+		} else if (!cJSON_AddItemReferenceToArray(list, t->body)) {
 			break;
+		}
 		store_task_deliver(t, now);
 	}
 	if (t) {

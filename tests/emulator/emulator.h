@@ -81,6 +81,14 @@ struct emulator {
 
 extern struct emulator emu;
 
+/* tasksign.c: --sign-key, every task handed out as a signed task. */
+int tasksign_load(const char *path);
+bool tasksign_enabled(void);
+void tasksign_free(void);
+/* The envelope for task (an expires_at an hour ahead added when it has
+ * none); NULL on ENOMEM. */
+cJSON *tasksign_wrap(const cJSON *task);
+
 /* table.c: string-keyed hash table; keys are borrowed from the values. */
 struct table;
 struct table *table_new(void);

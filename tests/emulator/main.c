@@ -18,7 +18,7 @@ static void usage(FILE *f)
 	fprintf(f,
 		"usage: kps-control-plane --listen HOST:PORT --agent-token TOKEN\n"
 		"                         [--api-token TOKEN] [--huawei-aksk AK:SK] [--tencent-secret ID:KEY]\n"
-		"                         [--fail-results N] [--delay-ms N] [--redeliver-ms N]\n"
+		"                         [--fail-results N] [--delay-ms N] [--redeliver-ms N] [--sign-key FILE]\n"
 		"\n"
 		"  --listen HOST:PORT   address to serve on; PORT 0 picks a free port\n"
 		"  --agent-token TOKEN  bearer token the agent must carry on /v1\n"
@@ -31,7 +31,9 @@ static void usage(FILE *f)
 		"  --fail-results N     answer the first N result POSTs 503, storing nothing\n"
 		"  --delay-ms N         hold every request N ms before handling it (0-%d)\n"
 		"  --redeliver-ms N     hand a RUNNING task out again after N ms without a\n"
-		"                       result (default %d)\n",
+		"                       result (default %d)\n"
+		"  --sign-key FILE      hand every task out signed (CONTRACT 8) with this\n"
+		"                       OpenSSH ed25519 private key (ssh-keygen -t ed25519)\n",
 		DELAY_MAX_MS, REDELIVER_MS_DEFAULT);
 }
 
@@ -108,6 +110,7 @@ static int parse_options(int argc, char **argv, struct options *o)
 		{ "fail-results", required_argument, NULL, 'f' },
 		{ "delay-ms", required_argument, NULL, 'd' },
 		{ "redeliver-ms", required_argument, NULL, 'r' },
+		{ "sign-key", required_argument, NULL, 's' },
 		{ "help", no_argument, NULL, 'h' },
 		{ 0 },
 	};
@@ -146,6 +149,13 @@ static int parse_options(int argc, char **argv, struct options *o)
 			if (!http_parse_ulong(optarg, 24UL * 3600 * 1000, &v))
 				return -EINVAL;
 			o->redeliver_ms = (unsigned)v;
+			break;
+		case 's':
+			if (tasksign_load(optarg) < 0) {
+				fprintf(stderr, "kps-control-plane: --sign-key %s: not an unencrypted OpenSSH ed25519 private key\n",
+					optarg);
+				return -EINVAL;
+			}
 			break;
 		case 'h':
 			usage(stdout);
@@ -240,6 +250,7 @@ int main(int argc, char **argv)
 	if (emu.http)
 		evhttp_free(emu.http);
 	store_free();
+	tasksign_free();
 	free_credentials(&emu.opt);
 	if (sigterm)
 		event_free(sigterm);

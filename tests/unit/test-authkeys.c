@@ -695,6 +695,85 @@ static void test_big_file(void **state)
 	pubkey_free(&p256);
 }
 
+static char *edit_text(struct authkeys *ak)
+{
+	char *out = NULL;
+	size_t len = 0;
+	assert_int_equal(authkeys_serialise(ak, &out, &len), 0);
+	return out;
+}
+
+#define ED_LINE "ssh-ed25519 " ED_B64 " test-ed25519@example"
+#define ED2_LINE "ssh-ed25519 " ED2_B64 " second"
+
+/* key_expires_at: the expiry-time option on the key line, read back by
+ * list and by the sweep; the marker stays as it was. */
+static void test_expiring_entries(void **state)
+{
+	struct pubkey a = { 0 }, b = { 0 };
+	struct authkeys *ak = NULL;
+	struct authkeys_entry *e = NULL;
+	size_t n = 0;
+	(void)state;
+	assert_int_equal(pubkey_parse(ED, strlen(ED), &a), 0);
+	assert_int_equal(pubkey_parse(ED2, strlen(ED2), &b), 0);
+	const char *admin = "no-pty,expiry-time=\"20200101\" " ED_LINE "\n";
+	assert_int_equal(authkeys_parse(admin, strlen(admin), &ak), 0);
+	assert_int_equal(authkeys_add_expiring(ak, "kp1", "t-1", &a, 1798675200), 0);
+	assert_int_equal(authkeys_add_expiring(ak, "kp2", "t-1", &b, 0), 0);
+	assert_int_equal(authkeys_add_expiring(ak, "kp3", "t-1", &b, -5), -EINVAL);
+	assert_int_equal(authkeys_add_expiring(ak, "kp3", "t-1", &b, 253402300800), -EINVAL);
+	char *text = edit_text(ak);
+	assert_string_equal(text, "no-pty,expiry-time=\"20200101\" " ED_LINE "\n"
+			    "# kps-agent: keypair=kp1 task=t-1 " ED_FP "\n"
+			    "expiry-time=\"20261231000000Z\" " ED_LINE "\n"
+			    "# kps-agent: keypair=kp2 task=t-1 " ED2_FP "\n" ED2_LINE "\n");
+	authkeys_free(ak);
+
+	/* Read back from the text: the admin's line is not managed. */
+	assert_int_equal(authkeys_parse(text, strlen(text), &ak), 0);
+	assert_int_equal(authkeys_managed(ak, &e, &n), 0);
+	assert_int_equal(n, 2);
+	assert_string_equal(e[0].keypair, "kp1");
+	assert_string_equal(e[0].task_id, "t-1");
+	assert_string_equal(e[0].fingerprint, ED_FP);
+	assert_int_equal(e[0].expires, 1798675200);
+	assert_int_equal(e[1].expires, 0);
+	authkeys_entries_free(e, n);
+
+	/* Not yet: nothing goes. At the instant: kp1 goes, the rest stays. */
+	assert_int_equal(authkeys_remove_expired(ak, 1798675199, &e, &n), 0);
+	authkeys_entries_free(e, n);
+	assert_int_equal(authkeys_remove_expired(ak, 1798675200, &e, &n), 1);
+	assert_int_equal(n, 1);
+	assert_string_equal(e[0].keypair, "kp1");
+	authkeys_entries_free(e, n);
+	char *after = edit_text(ak);
+	assert_string_equal(after, "no-pty,expiry-time=\"20200101\" " ED_LINE "\n"
+			    "# kps-agent: keypair=kp2 task=t-1 " ED2_FP "\n" ED2_LINE "\n");
+	free(after);
+	authkeys_free(ak);
+	free(text);
+	pubkey_free(&a);
+	pubkey_free(&b);
+}
+
+static void test_expiry_parse(void **state)
+{
+	int64_t t = 0;
+	(void)state;
+	assert_int_equal(authkeys_expiry_parse("20261231000000Z", 15, &t), 0);
+	assert_int_equal(t, 1798675200);
+	assert_int_equal(authkeys_expiry_parse("202612310000Z", 13, &t), 0);
+	assert_int_equal(t, 1798675200);
+	assert_int_equal(authkeys_expiry_parse("20261231Z", 9, &t), 0);
+	assert_int_equal(t, 1798675200);
+	static const char *const bad[] = { "", "Z", "2026123100", "20261331000000Z", "2026123100000aZ",
+					   "19691231000000Z", "20261231250000Z", "202612310000000Z" };
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++)
+		assert_int_equal(authkeys_expiry_parse(bad[i], strlen(bad[i]), &t), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -719,6 +798,8 @@ int main(void)
 		cmocka_unit_test(test_pubkey_parse_length),
 		cmocka_unit_test(test_pubkey_equal),
 		cmocka_unit_test(test_big_file),
+		cmocka_unit_test(test_expiring_entries),
+		cmocka_unit_test(test_expiry_parse),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

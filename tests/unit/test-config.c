@@ -172,6 +172,48 @@ static void test_dropins_in_order(void **state)
 	unlink(p);
 }
 
+/* [policy] and verify_key: defaults, values, and refusals naming the key. */
+static void test_policy_and_verify_key(void **state)
+{
+	(void)state;
+	struct config cfg;
+	char err[256] = "";
+	assert_int_equal(load("", &cfg, err, sizeof(err)), 0);
+	assert_true(cfg.allow_root && cfg.allow_port && cfg.allow_password_login);
+	assert_int_equal(cfg.policy_users.n, 0);
+	assert_int_equal(cfg.verify_keys.n, 0);
+	config_free(&cfg);
+	assert_int_equal(load("[policy]\nusers = ubuntu, deploy ,ubuntu\nallow_root = no\nallow_port = false\n"
+			      "allow_password_login = 0\n", &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.policy_users.n, 2);
+	assert_string_equal(cfg.policy_users.v[0], "ubuntu");
+	assert_string_equal(cfg.policy_users.v[1], "deploy");
+	assert_false(cfg.allow_root || cfg.allow_port || cfg.allow_password_login);
+	config_free(&cfg);
+	static const char *const bad[] = {
+		"[policy]\nallow_root = maybe\n", "[policy]\nusers = a b\n", "[policy]\nusers = -x\n",
+		"[policy]\nallow_port =\n", "[policy]\nother = 1\n", "[control_plane]\nverify_key = relative\n",
+		"[control_plane]\nverify_key = /nonexistent/verify_key\n",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		err[0] = '\0';
+		assert_true(load(bad[i], &cfg, err, sizeof(err)) < 0);
+		assert_true(strstr(err, "policy") || strstr(err, "verify_key"));
+		config_free(&cfg);
+	}
+	/* A file of keys: read at load; anything else in it stops the load. */
+	write_file("vk", "# cp\nssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDIM9WHY2nKdpSZpc1WMZEC6jGt4ZP2Ru7lQoTFsneH4 cp\n");
+	char conf[512];
+	snprintf(conf, sizeof(conf), "[control_plane]\nverify_key = %s/vk\n", dir);
+	assert_int_equal(load(conf, &cfg, err, sizeof(err)), 0);
+	assert_int_equal(cfg.verify_keys.n, 1);
+	config_free(&cfg);
+	write_file("vk", "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQ== x\n");
+	assert_true(load(conf, &cfg, err, sizeof(err)) < 0);
+	assert_non_null(strstr(err, "line 1"));
+	config_free(&cfg);
+}
+
 int main(void)
 {
 	assert_non_null(mkdtemp(dir));
@@ -181,6 +223,7 @@ int main(void)
 		cmocka_unit_test(test_reload_forms),
 		cmocka_unit_test(test_errors_name_file_line_key),
 		cmocka_unit_test(test_dropins_in_order),
+		cmocka_unit_test(test_policy_and_verify_key),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	char cmd[300];

@@ -157,6 +157,8 @@ static void test_error_code_names(void **state)
 		{ ERR_IO_ERROR, "KPS.AGENT.IO_ERROR" },
 		{ ERR_TIMEOUT, "KPS.AGENT.TIMEOUT" },
 		{ ERR_PORT_IN_USE, "KPS.AGENT.PORT_IN_USE" },
+		{ ERR_BAD_SIGNATURE, "KPS.AGENT.BAD_SIGNATURE" },
+		{ ERR_POLICY_DENIED, "KPS.AGENT.POLICY_DENIED" },
 	};
 	(void)state;
 	assert_int_equal(ELEMENTSOF(names), ERR_COUNT - 1);
@@ -1489,6 +1491,46 @@ static void test_result_from_json_refused(void **state)
 	assert_int_equal(result_from_json(NULL, 0, &res), -EINVAL);
 }
 
+/* key_expires_at and requester (CONTRACT 3): checked like every field. */
+static void test_key_expiry_requester(void **state)
+{
+	struct task t;
+	struct result res;
+	(void)state;
+	accepted(ASSOC_WITH("'key_expires_at':'2026-12-31T00:00:00Z','requester':'iam:user/alice req-5f1c'"), &t,
+		 &res);
+	assert_int_equal(t.key_expires_at, 1798675200);
+	assert_string_equal(t.requester, "iam:user/alice req-5f1c");
+	task_free(&t);
+	assert_null(t.requester);
+	assert_int_equal(t.key_expires_at, 0);
+	result_free(&res);
+	accepted(ASSOC_WITH("'requester':'\u00e9quipe'"), &t, &res);
+	task_free(&t);
+	result_free(&res);
+	char long_ok[REQUESTER_MAX + 1], *q = NULL;
+	memset(long_ok, 'r', REQUESTER_MAX);
+	long_ok[REQUESTER_MAX] = '\0';
+	assert_true(asprintf(&q, ASSOC_WITH("'requester':'%s'"), long_ok) > 0);
+	accepted_free(q);
+	free(q);
+	static const struct refusal bad[] = {
+		{ ASSOC_WITH("'key_expires_at':'2026-12-31'"), ERR_INVALID_TASK, "key_expires_at must be" },
+		{ ASSOC_WITH("'key_expires_at':1798675200"), ERR_INVALID_TASK, "must be a string" },
+		{ ASSOC_WITH("'key_expires_at':'1969-12-31T00:00:00Z'"), ERR_INVALID_TASK, "key_expires_at must be" },
+		{ ASSOC_WITH("'key_expires_at':'10000-01-01T00:00:00Z'"), ERR_INVALID_TASK, "key_expires_at must be" },
+		{ "{" HEAD_D "," SRV ",'key_expires_at':'2026-12-31T00:00:00Z'}", ERR_INVALID_TASK, "associate only" },
+		{ ASSOC_WITH("'requester':''"), ERR_INVALID_TASK, "requester must be 1-128" },
+		{ ASSOC_WITH("'requester':'a\\nb'"), ERR_INVALID_TASK, "requester must be" },
+		{ ASSOC_WITH("'requester':7"), ERR_INVALID_TASK, "requester must be a string" },
+	};
+	refused_all(bad, ELEMENTSOF(bad));
+	memset(long_ok, 'r', REQUESTER_MAX);
+	assert_true(asprintf(&q, ASSOC_WITH("'requester':'%sx'"), long_ok) > 0);
+	refused(q, ERR_INVALID_TASK, "requester must be");
+	free(q);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1530,6 +1572,7 @@ int main(void)
 		cmocka_unit_test(test_keypairs_count),
 		cmocka_unit_test(test_server),
 		cmocka_unit_test(test_expires_at),
+		cmocka_unit_test(test_key_expiry_requester),
 		cmocka_unit_test(test_secret_never_in_message),
 		cmocka_unit_test(test_secret_wiped),
 		cmocka_unit_test(test_result_init_free),

@@ -1,0 +1,16 @@
+/* The operator's commands besides apply and run: check, submit, list,
+ * status. Each returns the process exit code. */
+#pragma once
+
+#include "config.h"
+
+/* A task from path, or stdin when path is NULL or "-"; NUL-terminated. */
+int cli_read_task(const char *path, char **ret, size_t *len);
+
+int cli_submit(const struct config *cfg, int argc, char **argv);
+int cli_list(const struct config *cfg, int argc, char **argv);
+int cli_status(const struct config *cfg, int argc, char **argv);
+
+/* The running daemon marks itself with a lock in the state dir that
+ * status tests; the fd stays open for the daemon's life. */
+int cli_daemon_mark(const struct config *cfg);
