@@ -94,22 +94,8 @@ static int read_table(const char *path, bool v6, struct listeners *out)
 	if (fd < 0)
 		return errno == ENOENT ? 0 : -errno;	/* no IPv6 in this kernel */
 	_cleanup_buf_ struct buf b = { 0 };
-	for (;;) {
-		int r = buf_reserve(&b, 65536);
-		if (r < 0)
-			return r;
-		ssize_t n = read(fd, b.data + b.len, 65536);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		b.len += (size_t)n;
-		if (b.len > TABLE_MAX)
-			return -EFBIG;
-	}
-	return listen_parse(b.data ? b.data : "", b.len, v6, out);
+	int r = buf_read_fd(&b, fd, TABLE_MAX);
+	return r < 0 ? r : listen_parse(b.data, b.len, v6, out);
 }
 
 int listen_read(struct listeners *out)

@@ -368,22 +368,9 @@ static int check_file(const struct stat *st, uid_t uid, const char *name, char *
 static int read_all(int fd, size_t max, char **ret, size_t *ret_len)
 {
 	_cleanup_buf_ struct buf b = { 0 };
-	for (;;) {
-		int r = buf_reserve(&b, 65536);
-		if (r < 0)
-			return r;
-		ssize_t n = read(fd, b.data + b.len, 65536);
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break;
-		b.len += (size_t)n;
-		if (b.len > max)
-			return -EFBIG;
-	}
-	b.data[b.len] = '\0';
+	int r = buf_read_fd(&b, fd, max);
+	if (r < 0)
+		return r;
 	*ret = buf_steal(&b, ret_len);
 	return *ret ? 0 : -ENOMEM;
 }

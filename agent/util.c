@@ -6,6 +6,27 @@
 
 #include "util.h"
 
+int buf_read_fd(struct buf *b, int fd, size_t max)
+{
+	for (;;) {
+		int r = buf_reserve(b, 65536);
+		if (r < 0)
+			return r;
+		ssize_t n = read(fd, b->data + b->len, 65536);
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		b->len += (size_t)n;
+		if (b->len > max)
+			return -EFBIG;
+	}
+	b->data[b->len] = '\0';
+	return 0;
+}
+
 int buf_reserve(struct buf *b, size_t more)
 {
 	if (b->data && b->len + more + 1 <= b->cap)

@@ -61,6 +61,9 @@ struct buf {
 };
 
 int buf_reserve(struct buf *b, size_t more);
+/* Appends what fd has to read until EOF, NUL-terminated; -EFBIG past max
+ * bytes in all. */
+int buf_read_fd(struct buf *b, int fd, size_t max);
 int buf_append(struct buf *b, const void *data, size_t len);
 int buf_puts(struct buf *b, const char *s);
 int buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));

@@ -39,9 +39,14 @@ def check(cond, what):
 def slow_reload(box, seconds):
     """A reload command that takes a while: room to kill the agent or send
     it a signal mid-task."""
-    path = os.path.join(box.dir, "slow-reload")
+    return reload_command(box, "slow-reload", f"#!/bin/sh\nsleep {seconds}\nkill -HUP $(cat {box.pidfile})\n")
+
+
+def reload_command(box, name, script):
+    """Writes script as box.dir/name and makes it the agent's reload."""
+    path = os.path.join(box.dir, name)
     with open(path, "w") as f:
-        f.write(f"#!/bin/sh\nsleep {seconds}\nkill -HUP $(cat {box.pidfile})\n")
+        f.write(script)
     os.chmod(path, 0o755)
     with open(box.agent_config) as f:
         conf = f.read()
@@ -386,17 +391,10 @@ def start_squatter(box, address, port):
 def reload_hook(box, lines):
     """A reload command whose Nth call runs lines[N-1] (shell) before the
     HUP; calls past the list just HUP. Counts its calls in box.dir/calls."""
-    path = os.path.join(box.dir, "reload-hook")
     calls = os.path.join(box.dir, "calls")
     body = "".join(f"if [ $n = {i + 1} ]; then {line}; fi\n" for i, line in enumerate(lines))
-    with open(path, "w") as f:
-        f.write(f"#!/bin/sh\nn=$(($(cat {calls} 2>/dev/null || echo 0) + 1))\necho $n > {calls}\n{body}"
-                f"pid=$(cat {box.pidfile} 2>/dev/null) && kill -HUP $pid\nexit 0\n")
-    os.chmod(path, 0o755)
-    with open(box.agent_config) as f:
-        conf = f.read()
-    with open(box.agent_config, "w") as f:
-        f.write(re.sub(r"(?m)^reload = .*$", f"reload = command:{path}", conf))
+    reload_command(box, "reload-hook", f"#!/bin/sh\nn=$(($(cat {calls} 2>/dev/null || echo 0) + 1))\n"
+                   f"echo $n > {calls}\n{body}pid=$(cat {box.pidfile} 2>/dev/null) && kill -HUP $pid\nexit 0\n")
     return calls
 
 
@@ -474,14 +472,7 @@ def port_success_means_new_sshd(box, agent):
     and the old one is gone, even where the reload returns before sshd has
     re-executed (systemd's reload job). A change back at once works too."""
     reset_home(box, USER_LINE)
-    hook = os.path.join(box.dir, "late-hup")
-    with open(hook, "w") as f:
-        f.write(f"#!/bin/sh\n(sleep 1; kill -HUP $(cat {box.pidfile})) >/dev/null 2>&1 &\nexit 0\n")
-    os.chmod(hook, 0o755)
-    with open(box.agent_config) as f:
-        conf = f.read()
-    with open(box.agent_config, "w") as f:
-        f.write(re.sub(r"(?m)^reload = .*$", f"reload = command:{hook}", conf))
+    reload_command(box, "late-hup", f"#!/bin/sh\n(sleep 1; kill -HUP $(cat {box.pidfile})) >/dev/null 2>&1 &\nexit 0\n")
     old_port, new_port = box.port, sb.free_port()
     expect(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={"port": new_port}))
     check(not sb.port_open(old_port), "SUCCESS while the old sshd still serves the old port")
