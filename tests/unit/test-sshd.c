@@ -33,6 +33,35 @@ static void test_parse(void **state)
 	sshd_settings_free(&s);
 }
 
+/* OpenSSH 10.4 and later print the keywords as sshd's table spells them;
+ * 10.6 also a ListenAddress with its rdomain. */
+static const char SSHD_T_MIXED[] = "Port 22\nPort 2222\nListenAddress [::]:22\nListenAddress 0.0.0.0:22 rdomain vrf1\n"
+				   "UsePAM yes\nPasswordAuthentication no\nKbdInteractiveAuthentication yes\n"
+				   "PubkeyAuthentication yes\nPidFile /run/sshd.pid\n"
+				   "AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n"
+				   "HostKey /etc/ssh/ssh_host_rsa_key\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
+				   "HostKey /etc/ssh/ssh_host_mldsa44_ed25519_key\n";
+
+static void test_parse_mixed_case(void **state)
+{
+	(void)state;
+	struct sshd_settings s;
+	assert_int_equal(sshd_settings_parse(SSHD_T_MIXED, sizeof(SSHD_T_MIXED) - 1, &s), 0);
+	assert_int_equal(s.n_ports, 2);
+	assert_int_equal(s.ports[0], 22);
+	assert_int_equal(s.ports[1], 2222);
+	assert_int_equal(s.password, 0);
+	assert_int_equal(s.kbdinteractive, 1);
+	assert_int_equal(s.pubkey, 1);
+	assert_string_equal(s.pidfile, "/run/sshd.pid");
+	assert_string_equal(s.authorized_keys_file, ".ssh/authorized_keys");
+	assert_int_equal(s.hostkeys.n, 3);
+	assert_int_equal(s.listen.n, 2);
+	assert_string_equal(s.listen.v[0], "[::]:22");
+	assert_string_equal(s.listen.v[1], "0.0.0.0:22");
+	sshd_settings_free(&s);
+}
+
 static void test_parse_refuses_incomplete(void **state)
 {
 	(void)state;
@@ -169,7 +198,7 @@ static void test_exec(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse),	    cmocka_unit_test(test_parse_refuses_incomplete),
+		cmocka_unit_test(test_parse),	    cmocka_unit_test(test_parse_mixed_case),	    cmocka_unit_test(test_parse_refuses_incomplete),
 		cmocka_unit_test(test_expand),	    cmocka_unit_test(test_plan_explicit),
 		cmocka_unit_test(test_plan_auto),   cmocka_unit_test(test_exec),
 	};
