@@ -511,6 +511,31 @@ def auth_password(box, agent):
 
 
 @case
+def auth_password_slow_refusal(box, agent):
+    """sshd through PAM refuses a password only after PAM's failure delay
+    (pam_unix: 2 s), here past a 1 s connect_timeout, as on a slow VM past
+    the default 5 s: that is a refusal (AUTH_FAILED), not an unreachable
+    sshd."""
+    reset_home(box, USER_LINE)
+    with open(os.path.join(box.dropins, "10-pam.conf"), "w") as f:
+        f.write("UsePAM yes\n")
+    box.stop_sshd()
+    box.start_sshd()
+    conf = os.path.join(box.dir, "slow.conf")
+    with open(conf, "w") as f:
+        f.write(open(box.agent_config).read().replace("[sshd]\n", "[sshd]\nconnect_timeout = 1\n"))
+    t0 = time.monotonic()
+    rc, res, err, out = box.apply(box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "password", "key": "Wrong-Password-1"}}), agent, config=conf)
+    took = time.monotonic() - t0
+    check(res and res.get("error_code") == "KPS.AGENT.AUTH_FAILED", f"{res} after {took:.1f} s; {err[-400:]}")
+    rc, res, err, out = box.apply(box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "password", "key": sb.TEST_PASSWORD}}), agent, config=conf)
+    check(res and res.get("status") == "SUCCESS", f"{res}; {err[-400:]}")
+    check(box.login_key("a"), "new key does not log in")
+
+
+@case
 def impostor_sshd_gets_nothing(box, agent):
     reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
     box.stop_sshd()
