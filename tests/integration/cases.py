@@ -536,6 +536,29 @@ def auth_password_slow_refusal(box, agent):
 
 
 @case
+def hostkey_libssh_cannot_read(box, agent):
+    """OpenSSH 10 (Debian forky's ssh-keygen -A) makes an ML-DSA host key
+    that libssh does not know. sshd lists it first here; the pinning takes
+    the keys it can read and proves and probes as before. The fixture is a
+    throwaway key from a forky image (tests/integration/fixtures)."""
+    reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+    for name in ("ssh_host_mldsa44_ed25519_key", "ssh_host_mldsa44_ed25519_key.pub"):
+        dst = os.path.join(box.dir, name)
+        with open(os.path.join(fixtures, name)) as src, open(dst, "w") as out:
+            out.write(src.read())
+        os.chmod(dst, 0o600)
+    with open(os.path.join(box.dropins, "05-mldsa.conf"), "w") as f:
+        f.write(f"HostKey {box.dir}/ssh_host_mldsa44_ed25519_key\n")
+    box.stop_sshd()
+    box.start_sshd()
+    expect(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "keypair", "key": box.keys.private("old")}}))
+    check(box.login_key("a"), "new key does not log in")
+    check(not box.login_key("old"), "replaced key still logs in")
+
+
+@case
 def impostor_sshd_gets_nothing(box, agent):
     reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
     box.stop_sshd()
