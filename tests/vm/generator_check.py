@@ -72,7 +72,10 @@ def main():
     unit_text = open(os.path.join(src, "unit/kps-agent.service")).read()
     base = score(os.path.join(src, "unit/kps-agent.service"))
     gen_in = open(os.path.join(src, "unit/kps-agent-generator.in")).read()
-    failed = 0
+    # The whole script parses (sh runs it line by line and would stop at
+    # an early exit before finding a broken tail).
+    failed = subprocess.run(["sh", "-n", os.path.join(src, "unit/kps-agent-generator.in")]).returncode != 0
+    print("FAIL sh -n" if failed else "PASS sh -n")
     with tempfile.TemporaryDirectory() as tmp:
         for name, conf in CONFIGS.items():
             d = os.path.join(tmp, name)
