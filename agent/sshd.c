@@ -63,6 +63,10 @@ static int settings_line(struct sshd_settings *s, const char *key, const char *v
 		s->pubkey = parse_bool(val);
 	else if (strcasecmp(key, "pidfile") == 0 && !s->pidfile)
 		s->pidfile = strdup(val);
+	else if (strcasecmp(key, "persourcepenalties") == 0 && !s->penalties)
+		s->penalties = strdup(val);
+	else if (strcasecmp(key, "persourcepenaltyexemptlist") == 0 && !s->penalty_exempt)
+		s->penalty_exempt = strdup(val);
 	else if (strcasecmp(key, "authorizedkeysfile") == 0 && !s->authorized_keys_file)
 		s->authorized_keys_file = strndup(val, strcspn(val, " "));
 	return 0;
@@ -99,6 +103,8 @@ void sshd_settings_free(struct sshd_settings *s)
 {
 	free(s->authorized_keys_file);
 	free(s->pidfile);
+	free(s->penalties);
+	free(s->penalty_exempt);
 	strv_free(&s->listen);
 	strv_free(&s->hostkeys);
 	*s = (struct sshd_settings){ 0 };

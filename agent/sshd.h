@@ -19,6 +19,8 @@ struct sshd_settings {
 	int pubkey;			/* pubkeyauthentication: 0/1 */
 	char *pidfile;
 	struct strv hostkeys;
+	char *penalties;		/* persourcepenalties (9.8+), NULL before */
+	char *penalty_exempt;		/* persourcepenaltyexemptlist, NULL when unset */
 };
 
 /* Parses `sshd -T` output. Pure. -EBADMSG when a needed key is missing. */
