@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""kps-agent-generator, run as systemd would, on configurations that need
+"""The package's systemd pieces outside a booted system. kps-agent-generator, run as systemd would, on configurations that need
 the sandbox opened; then the unit with the drop-ins it wrote, rated by
 `systemd-analyze security --offline`: never worse than the unit alone (the
 guest's rating, which includes them, is what users see).
@@ -67,6 +67,25 @@ def merged(unit_text, dropins):
     return "".join(f"[{s}]\n" + "\n".join(sections[s]) + "\n\n" for s in order)
 
 
+def tmpfiles_quiet(src):
+    """The package's tmpfiles.d beside systemd 257's own /run/sshd line
+    (20-systemd-ssh-generator.conf, Debian 13): created, and no "Duplicate
+    line" warning, which systemd-tmpfiles prints for any two lines of one
+    path that differ."""
+    with tempfile.TemporaryDirectory() as root:
+        d = os.path.join(root, "usr/lib/tmpfiles.d")
+        os.makedirs(d)
+        os.mkdir(os.path.join(root, "run"))
+        with open(os.path.join(d, "20-systemd-ssh-generator.conf"), "w") as f:
+            f.write("d /run/sshd 0755\n")
+        with open(os.path.join(src, "unit/kps-agent.tmpfiles")) as i, open(os.path.join(d, "kps-agent.conf"), "w") as o:
+            o.write(i.read())
+        r = subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create"], capture_output=True, text=True)
+        ok = "Duplicate" not in r.stderr and os.path.isdir(os.path.join(root, "run/sshd"))
+        print(f"{'PASS' if ok else 'FAIL'} tmpfiles beside systemd's /run/sshd line: {r.stderr.strip()}")
+        return ok
+
+
 def main():
     src = sys.argv[1]
     unit_text = open(os.path.join(src, "unit/kps-agent.service")).read()
@@ -76,6 +95,7 @@ def main():
     # an early exit before finding a broken tail).
     failed = subprocess.run(["sh", "-n", os.path.join(src, "unit/kps-agent-generator.in")]).returncode != 0
     print("FAIL sh -n" if failed else "PASS sh -n")
+    failed += not tmpfiles_quiet(src)
     with tempfile.TemporaryDirectory() as tmp:
         for name, conf in CONFIGS.items():
             d = os.path.join(tmp, name)
