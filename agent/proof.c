@@ -293,6 +293,12 @@ static int proof_set_options(ssh_session s, const struct proof_ctx *c)
 	for (size_t i = 0; i < ELEMENTSOF(opts); i++)
 		if (ssh_options_set(s, opts[i].opt, opts[i].value) < 0)
 			return -EINVAL;
+	/* From a loopback address, connect from that same address: the kernel
+	 * would pick 127.0.0.1 for any 127.x, while `sshd -T -C addr=` (Match
+	 * Address) and PerSourcePenaltyExemptList judge [sshd] address. */
+	if ((strncmp(c->t->address, "127.", 4) == 0 || streq(c->t->address, "::1")) &&
+	    ssh_options_set(s, SSH_OPTIONS_BINDADDR, c->t->address) < 0)
+		return -EINVAL;
 	return 0;
 }
 

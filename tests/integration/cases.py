@@ -559,6 +559,28 @@ def hostkey_libssh_cannot_read(box, agent):
 
 
 @case
+def connects_from_sshd_address(box, agent):
+    """With [sshd] address another loopback address, sshd sees the agent's
+    proofs and probes come from that address, the one `sshd -T -C addr=`
+    evaluates and a PerSourcePenaltyExemptList entry names; the kernel alone
+    would pick 127.0.0.1."""
+    reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
+    with open(os.path.join(box.dropins, "05-listen.conf"), "w") as f:
+        f.write("ListenAddress 127.0.0.2\n")
+    box.stop_sshd()
+    box.start_sshd()
+    conf = os.path.join(box.dir, "other-address.conf")
+    with open(conf, "w") as f:
+        f.write(open(box.agent_config).read().replace("address = 127.0.0.1\n", "address = 127.0.0.2\n"))
+    rc, res, err, out = box.apply(box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "keypair", "key": box.keys.private("old")}}), agent, config=conf)
+    check(res and res.get("status") == "SUCCESS", f"{res}; {err[-400:]}")
+    log = open(box.log).read()
+    check("Accepted publickey for %s from 127.0.0.2 " % box.user in log,
+          "sshd did not see the proof come from 127.0.0.2: " + log[-1500:])
+
+
+@case
 def impostor_sshd_gets_nothing(box, agent):
     reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
     box.stop_sshd()
