@@ -8,7 +8,8 @@
 #
 # - a normal user `kpsuser` and root, with the passwords run.py proves;
 # - the agent's drop-in: the control-plane emulator on the host (qemu user
-#   networking: 10.0.2.2) with a bearer token, and the virtio-serial port;
+#   networking: 10.0.2.2) with a bearer token, the virtio-serial port, and
+#   timeouts for an emulated (TCG) guest;
 # - the suite's own key in root's authorized_keys: an admin's line, which
 #   every task must keep byte for byte;
 # - where sshd has PerSourcePenalties (9.8+), an exemption for the host as
@@ -47,6 +48,15 @@ poll_wait = 20
 
 [channel]
 device = /dev/virtio-ports/org.kps.agent.0
+
+# Under TCG the guest runs ten times slower or more than the VMs the
+# defaults are made for: a key exchange alone can take 5 s.
+[sshd]
+connect_timeout = 20
+probe_timeout = 40
+
+[agent]
+task_timeout = 180
 CONF
 
 mkdir -p /var/log/journal

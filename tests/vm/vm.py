@@ -48,8 +48,12 @@ def harness_key():
 
 
 def suite_image(suite, deb):
-    """Built (or cached) image dir for SUITE with DEB installed."""
-    digest = hashlib.sha256(open(deb, "rb").read()).hexdigest()[:12]
+    """Built (or cached) image dir for SUITE with DEB installed, keyed by the
+    day (the mirror moves), the .deb and the scripts that make the image."""
+    h = hashlib.sha256(open(deb, "rb").read())
+    for f in ("build-image.sh", "guest-setup.sh"):
+        h.update(open(os.path.join(HERE, f), "rb").read())
+    digest = h.hexdigest()[:12]
     day = time.strftime("%Y%m%d", time.gmtime())
     d = os.path.join(CACHE, f"img-{suite}-{day}-{digest}")
     if os.path.exists(os.path.join(d, "rootfs.img")):
@@ -70,7 +74,9 @@ def suite_image(suite, deb):
 
 def inject_image(image, work):
     """An image builder's disk (raw or qcow2): a raw copy in WORK with the
-    suite's settings (guest-setup.sh) put into its root filesystem."""
+    suite's settings (guest-setup.sh) put into its root filesystem. Returns
+    (disk, kernel, initrd): a partitioned disk boots by its own boot loader
+    (kernel None); a bare file system by the kernel and initrd in its /boot."""
     raw = os.path.join(work, "disk.raw")
     subprocess.run(["qemu-img", "convert", "-O", "raw", image, raw], check=True)
     loop = subprocess.run(["losetup", "-P", "--find", "--show", raw], check=True, capture_output=True,
@@ -79,6 +85,7 @@ def inject_image(image, work):
     os.mkdir(mnt)
     try:
         parts = sorted(p for p in os.listdir("/dev") if p.startswith(os.path.basename(loop) + "p"))
+        kernel = initrd = None
         for dev in ["/dev/" + p for p in parts] + [loop]:
             if subprocess.run(["mount", dev, mnt], capture_output=True).returncode != 0:
                 continue
@@ -94,10 +101,18 @@ def inject_image(image, work):
         subprocess.run(["chroot", mnt, "sh", "/tmp/guest-setup.sh", str(CP_PORT), "/tmp/harness.pub"], check=True)
         os.unlink(os.path.join(mnt, "tmp/guest-setup.sh"))
         os.unlink(os.path.join(mnt, "tmp/harness.pub"))
+        if not parts:
+            boot = os.path.join(mnt, "boot")
+            for name, prefix in (("vmlinuz", "vmlinuz-"), ("initrd.img", "initrd.img-")):
+                found = sorted(f for f in os.listdir(boot) if f.startswith(prefix))
+                if not found:
+                    raise Failure(f"{image}: a bare file system without {boot}/{prefix}*")
+                shutil.copy(os.path.join(boot, found[-1]), os.path.join(work, name))
+            kernel, initrd = os.path.join(work, "vmlinuz"), os.path.join(work, "initrd.img")
     finally:
         subprocess.run(["umount", mnt], capture_output=True)
         subprocess.run(["losetup", "-d", loop], check=True)
-    return raw
+    return raw, kernel, initrd
 
 
 def kvm_usable():
