@@ -382,6 +382,23 @@ def offline_score():
     return _OFFLINE["v"]
 
 
+def summarise():
+    """One line per image and accelerator: the boot figures and the median
+    call->result per route (the figures, never an assertion)."""
+    import statistics
+    keys = sorted({(i, a) for i, a, _, _ in FIGURES})
+    for image, accel in keys:
+        mine = [(w, v) for i, a, w, v in FIGURES if (i, a) == (image, accel)]
+        pick = {w: v for w, v in mine}
+        parts = [f"{w} {pick[w]:.1f} s" for w in ("qemu start->pending task result", "qemu start->first ssh login")
+                 if w in pick]
+        for route in ("virtio", "control-plane"):
+            vals = [v for w, v in mine if w.startswith("call->result " + route)]
+            if vals:
+                parts.append(f"call->result {route} median {statistics.median(vals):.2f} s (n={len(vals)})")
+        print(f"summary {image} {accel}: " + "; ".join(parts), flush=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--suite", action="append", default=[], help="bookworm, trixie, forky (repeatable)")
@@ -421,6 +438,7 @@ def main():
             print(f"vm: {name} took {time.monotonic() - t:.0f} s (work dir {work})", flush=True)
             if not a.keep and all(ok for n, ok in RESULTS if n.startswith(name + ":")):
                 subprocess.run(["rm", "-rf", work])
+    summarise()
     failed = [n for n, ok in RESULTS if not ok]
     print(f"vm: {len(RESULTS) - len(failed)} passed, {len(failed)} failed", flush=True)
     return 1 if failed else 0
