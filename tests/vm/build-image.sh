@@ -71,6 +71,11 @@ mkdir -p "$root/etc/systemd/network"
 printf '[Match]\nName=en* eth*\n\n[Network]\nDHCP=ipv4\n' >"$root/etc/systemd/network/50-dhcp.network"
 ln -sf /lib/systemd/system/systemd-networkd.service \
 	"$root/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+# network-online.target means an address, as on a cloud image: the agent
+# waits for it to fetch tasks queued while the VM was stopped.
+mkdir -p "$root/etc/systemd/system/network-online.target.wants"
+ln -sf /lib/systemd/system/systemd-networkd-wait-online.service \
+	"$root/etc/systemd/system/network-online.target.wants/systemd-networkd-wait-online.service"
 ln -sf /dev/null "$root/etc/systemd/system/getty@tty1.service"
 : >"$root/etc/machine-id"
 

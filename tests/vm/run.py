@@ -226,20 +226,33 @@ class Run:
         """Stock PerSourcePenalties (OpenSSH 9.8+), no exemption made by
         hand: refused logins from the guest's own loopback (as the agent's
         refused proofs and unauthenticated probes are, at full speed) get
-        127.0.0.1 penalised; a key change must still succeed and be probed.
-        Under TCG the agent's own refusals come too slowly to add up, so the
-        refusals are made here, quickly, from inside the guest."""
+        127.0.0.1 penalised; then a key change. sshd must refuse none of the
+        agent's connections (a generous probe_timeout could otherwise wait
+        the penalty out), and the change must work. Under TCG the agent's
+        own refusals come too slowly to add up, so the refusals are made
+        here, quickly, from inside the guest."""
         if "persourcepenalties" not in self.root("sshd -T | grep -i '^persourcepenalties ' ; true").lower():
             print(f"info {self.name}: sshd has no PerSourcePenalties", flush=True)
             return
+        t0 = self.root("date +%s").strip()
         self.root("rm -f /root/stranger && ssh-keygen -q -t ed25519 -N '' -f /root/stranger && "
                   "for i in 1 2 3 4 5 6 7 8; do ssh -i /root/stranger -o BatchMode=yes -o IdentitiesOnly=yes "
                   "-o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o ConnectTimeout=10 "
                   "kpsuser@127.0.0.1 true 2>/dev/null; done; true", timeout=300)
-        out = self.root("journalctl -b -o cat -u ssh -u 'ssh@*' --since=-5min | grep -ci 'penalty' ; true")
-        print(f"info {self.name}: sshd logged {out.strip()} penalty lines", flush=True)
-        self.channel({"task_id": self.tid("penalised"), "action": "associate", "user": "kpsuser",
-                      "keypair_name": "user5", "public_key": self.keys.pub("user5"), "server": {"id": vm_uuid()}})
+        active = self.root(f"journalctl -o cat -t sshd --since=@{t0} | grep -c 'activating .*penalty' ; true").strip()
+        if active == "0":
+            print(f"info {self.name}: the refusals activated no penalty (PerSourcePenaltyExemptList?)", flush=True)
+        t1 = self.root("date +%s").strip()
+        res = self.q.channel({"task_id": self.tid("penalised"), "action": "associate", "user": "kpsuser",
+                              "keypair_name": "user5", "public_key": self.keys.pub("user5"),
+                              "server": {"id": vm_uuid()}})
+        drops = self.root(f"journalctl -o cat -t sshd --since=@{t1} | "
+                          "grep -c 'drop connection .*from \\[127.0.0.1\\].*penalty' ; true").strip()
+        if res.get("status") != "SUCCESS":
+            raise Failure(f"the task after the penalty: {res}")
+        if drops != "0":
+            raise Failure(f"sshd dropped {drops} of the agent's connections as penalised "
+                          f"(the task took {res.get('duration_ms')} ms)")
         self.login("kpsuser", "user5")
 
     def disable_password_on(self):

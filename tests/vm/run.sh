@@ -15,7 +15,7 @@ set -eu
 cd "$(dirname "$0")/../.."
 
 need="debootstrap:debootstrap qemu-system-x86_64:qemu-system-x86 qemu-img:qemu-utils ssh:openssh-client \
-	sshpass:sshpass mkfs.ext4:e2fsprogs losetup:mount"
+	sshpass:sshpass mkfs.ext4:e2fsprogs losetup:mount sfdisk:fdisk"
 missing=
 for pair in $need; do
 	command -v "${pair%%:*}" >/dev/null 2>&1 || missing="$missing ${pair#*:}"

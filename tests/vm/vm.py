@@ -79,19 +79,26 @@ def inject_image(image, work):
     (kernel None); a bare file system by the kernel and initrd in its /boot."""
     raw = os.path.join(work, "disk.raw")
     subprocess.run(["qemu-img", "convert", "-O", "raw", image, raw], check=True)
-    loop = subprocess.run(["losetup", "-P", "--find", "--show", raw], check=True, capture_output=True,
-                          text=True).stdout.strip()
+    # Each partition through a loop device of its own at its offset (a
+    # container's /dev has no loopNpM nodes); a bare file system as it is.
+    table = subprocess.run(["sfdisk", "-J", raw], capture_output=True, text=True)
+    parts = json.loads(table.stdout)["partitiontable"]["partitions"] if table.returncode == 0 else []
+    ss = 512
+    spans = [(p["start"] * ss, p["size"] * ss) for p in parts] or [(0, os.path.getsize(raw))]
     mnt = os.path.join(work, "mnt")
     os.mkdir(mnt)
+    loop = None
+    kernel = initrd = None
     try:
-        parts = sorted(p for p in os.listdir("/dev") if p.startswith(os.path.basename(loop) + "p"))
-        kernel = initrd = None
-        for dev in ["/dev/" + p for p in parts] + [loop]:
-            if subprocess.run(["mount", dev, mnt], capture_output=True).returncode != 0:
-                continue
-            if os.path.exists(os.path.join(mnt, "etc/os-release")):
-                break
-            subprocess.run(["umount", mnt], check=True)
+        for off, size in spans:
+            loop = subprocess.run(["losetup", "--find", "--show", "--offset", str(off), "--sizelimit", str(size), raw],
+                                  check=True, capture_output=True, text=True).stdout.strip()
+            if subprocess.run(["mount", loop, mnt], capture_output=True).returncode == 0:
+                if os.path.exists(os.path.join(mnt, "etc/os-release")):
+                    break
+                subprocess.run(["umount", mnt], check=True)
+            subprocess.run(["losetup", "-d", loop], check=True)
+            loop = None
         else:
             raise Failure(f"{image}: no partition with a root file system the host can mount")
         if not os.path.exists(os.path.join(mnt, "usr/sbin/kps-agent")):
@@ -110,8 +117,9 @@ def inject_image(image, work):
                 shutil.copy(os.path.join(boot, found[-1]), os.path.join(work, name))
             kernel, initrd = os.path.join(work, "vmlinuz"), os.path.join(work, "initrd.img")
     finally:
-        subprocess.run(["umount", mnt], capture_output=True)
-        subprocess.run(["losetup", "-d", loop], check=True)
+        if loop:
+            subprocess.run(["umount", mnt], capture_output=True)
+            subprocess.run(["losetup", "-d", loop], check=True)
     return raw, kernel, initrd
 
 
