@@ -67,8 +67,12 @@ static void log_field(char *buf, size_t *len, const char *key, const char *value
 	if (n < 0 || (size_t)n >= LOG_ENTRY_MAX - *len - 1)
 		return;
 	*len += (size_t)n;
-	for (const char *p = value; *p && *len < LOG_ENTRY_MAX - 1; p++)
-		buf[(*len)++] = (unsigned char)*p < 0x20 ? '?' : *p;
+	for (const char *p = value; *p && *len < LOG_ENTRY_MAX - 1; p++) {
+		buf[*len] = *p;
+		if ((unsigned char)*p < 0x20)
+			buf[*len] = '?';
+		(*len)++;
+	}
 	buf[(*len)++] = '\n';
 }
 

@@ -36,9 +36,10 @@ static bool sshdpenalty_parse_addr(const char *s, struct sshdpenalty_addr *a)
 static bool sshdpenalty_entry_matches(const char *entry, const struct sshdpenalty_addr *want)
 {
 	char buf[64];
-	if (strlen(entry) >= sizeof(buf))
+	size_t len = strlen(entry);
+	if (len >= sizeof(buf))
 		return false;
-	strcpy(buf, entry);
+	memcpy(buf, entry, len + 1);
 	char *slash = strchr(buf, '/');
 	long bits = -1;
 	if (slash) {
