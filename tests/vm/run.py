@@ -122,10 +122,13 @@ class Run:
             cands += [("kvm", "host"), ("kvm", "host,-arch-capabilities")]
         if self.accel_pref in ("auto", "tcg"):
             cands.append(("tcg", "max"))
+        first = time.monotonic()
         for accel, cpu in cands:
             self.q = vm.Qemu(self.work, self.disk, accel, cpu, self.kernel, self.initrd)
             if self.q.alive_within(20 if accel == "kvm" else 180):
                 log(f"{self.name}: booting under {accel} (-cpu {cpu})")
+                if self.q.started > first + 1:
+                    figure(self.name, accel, "accelerators tried before this one", self.q.started - first)
                 return
             log(f"{self.name}: {accel} -cpu {cpu} did not run the guest; next")
             self.q.stop()
