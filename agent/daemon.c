@@ -141,16 +141,32 @@ void daemon_detach(struct daemon *d, const void *arg)
 		d->worker.job->done = NULL;
 }
 
+/* Closes every descriptor from 3 on but keep_a and keep_b (-1: none). */
+static void daemon_close_others(int keep_a, int keep_b)
+{
+	int lo = keep_a < keep_b ? keep_a : keep_b;
+	int hi = keep_a < keep_b ? keep_b : keep_a;
+	unsigned from = 3;
+	const int keep[] = { lo, hi };
+	for (size_t i = 0; i < ELEMENTSOF(keep); i++) {
+		if (keep[i] < (int)from)
+			continue;
+		if ((unsigned)keep[i] > from)
+			close_range(from, (unsigned)keep[i] - 1, 0);
+		from = (unsigned)keep[i] + 1;
+	}
+	close_range(from, ~0U, 0);
+}
+
 /* The worker: a child that applies one task and writes its result line. */
 static void worker_child(struct daemon *d, const struct job *j, int fd)
 {
 	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD };
 	for (size_t i = 0; i < ELEMENTSOF(sigs); i++)
 		signal(sigs[i], SIG_DFL);
-	/* The loop's sockets and the listeners are the parent's business. */
-	if (fd > 3)
-		close_range(3, (unsigned)fd - 1, 0);
-	close_range((unsigned)fd + 1, ~0U, 0);
+	/* The loop's sockets and the listeners are the parent's business; the
+	 * result pipe and the journal's socket (log_fd) stay. */
+	daemon_close_others(fd, log_fd());
 	struct result res;
 	unsigned flags = j->source == SOURCE_CONTROL_PLANE ? APPLY_OUTBOX : 0;
 	apply_text(&d->cfg, j->text, j->len, flags, &res);

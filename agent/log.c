@@ -1,15 +1,23 @@
 /* Journal or stderr: one module decides where a line goes and formats it. */
 #include <stdarg.h>
-#include <syslog.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
-
-#define SD_JOURNAL_SUPPRESS_LOCATION
-#include <systemd/sd-journal.h>
+#include <sys/un.h>
+#include <syslog.h>
 
 #include "log.h"
 
+#define LOG_JOURNAL_SOCKET "/run/systemd/journal/socket"
+#define LOG_ENTRY_MAX 4096
+
 static const char *log_ident = "kps-agent";
 static bool log_to_journal;
+/* Our own datagram socket to journald, not libsystemd's: the daemon's
+ * worker closes every descriptor it does not know (close_range), and a
+ * library's hidden one would then be closed under it, its number reused by
+ * the next socket opened (a probe's TCP connection) and written to as if it
+ * were still the journal. This one the worker knows (log_fd) and keeps. */
+static int log_journal_fd = -1;
 static bool log_debug_on;
 
 /* systemd sets JOURNAL_STREAM to our stderr's device:inode when stderr goes
@@ -40,6 +48,54 @@ void log_init(const char *ident)
 	if (ident)
 		log_ident = ident;
 	log_to_journal = stderr_is_journal();
+	if (log_to_journal && log_journal_fd < 0)
+		log_journal_fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	if (log_journal_fd < 0)
+		log_to_journal = false;
+}
+
+int log_fd(void)
+{
+	return log_journal_fd;
+}
+
+/* Appends KEY=VALUE\n (journald's native protocol, simple form: the value
+ * has no newline, control characters become '?'), truncating the value. */
+static void log_field(char *buf, size_t *len, const char *key, const char *value)
+{
+	int n = snprintf(buf + *len, LOG_ENTRY_MAX - *len, "%s=", key);
+	if (n < 0 || (size_t)n >= LOG_ENTRY_MAX - *len - 1)
+		return;
+	*len += (size_t)n;
+	for (const char *p = value; *p && *len < LOG_ENTRY_MAX - 1; p++) {
+		buf[*len] = *p;
+		if ((unsigned char)*p < 0x20)
+			buf[*len] = '?';
+		(*len)++;
+	}
+	buf[(*len)++] = '\n';
+}
+
+/* One journal entry of fields given as key, value pairs, NULL-terminated.
+ * Falls back to stderr (the journal's stream, as systemd set it up) when
+ * journald does not take the datagram. */
+__attribute__((sentinel)) static void log_journal_send(int prio, const char *message, ...)
+{
+	char buf[LOG_ENTRY_MAX];
+	char p[4];
+	size_t len = 0;
+	snprintf(p, sizeof(p), "%d", prio);
+	log_field(buf, &len, "MESSAGE", message);
+	log_field(buf, &len, "PRIORITY", p);
+	log_field(buf, &len, "SYSLOG_IDENTIFIER", log_ident);
+	va_list ap;
+	va_start(ap, message);
+	for (const char *k; (k = va_arg(ap, const char *));)
+		log_field(buf, &len, k, va_arg(ap, const char *));
+	va_end(ap);
+	static const struct sockaddr_un sa = { .sun_family = AF_UNIX, .sun_path = LOG_JOURNAL_SOCKET };
+	if (sendto(log_journal_fd, buf, len, MSG_NOSIGNAL, (const struct sockaddr *)&sa, sizeof(sa)) < 0)
+		fprintf(stderr, "%s: %s\n", log_ident, message);
 }
 
 void log_set_debug(bool on)
@@ -66,8 +122,7 @@ __attribute__((format(printf, 2, 0))) static void log_vemit(int prio, const char
 		if ((unsigned char)*p < 0x20)
 			*p = '?';
 	if (log_to_journal)
-		sd_journal_send("MESSAGE=%s", line, "PRIORITY=%i", prio, "SYSLOG_IDENTIFIER=%s", log_ident,
-				NULL);
+		log_journal_send(prio, line, (const char *)NULL);
 	else
 		fprintf(stderr, "%s: %s\n", log_ident, line);
 }
@@ -125,10 +180,13 @@ void log_task(const struct log_task *t)
 			t->keypair ? t->keypair : "-", t->result, code, (long long)t->duration_ms);
 		return;
 	}
-	sd_journal_send("MESSAGE=task %s %s user=%s: %s %s (%lld ms)", t->task_id, t->action ? t->action : "-",
-			t->user ? t->user : "-", t->result, t->error_code ? t->error_code : "",
-			(long long)t->duration_ms, "PRIORITY=%i", t->error_code ? LOG_WARNING : LOG_INFO,
-			"SYSLOG_IDENTIFIER=%s", log_ident, "TASK_ID=%s", t->task_id, "SERVER_ID=%s",
-			t->server_id ? t->server_id : "", "KEYPAIR=%s", t->keypair ? t->keypair : "", "USER=%s",
-			t->user ? t->user : "", "RESULT=%s", t->result, "ERROR_CODE=%s", code, NULL);
+	char msg[512];
+	char ms[24];
+	snprintf(msg, sizeof(msg), "task %s %s user=%s: %s %s (%lld ms)", t->task_id, t->action ? t->action : "-",
+		 t->user ? t->user : "-", t->result, t->error_code ? t->error_code : "", (long long)t->duration_ms);
+	snprintf(ms, sizeof(ms), "%lld", (long long)t->duration_ms);
+	log_journal_send(t->error_code ? LOG_WARNING : LOG_INFO, msg, "TASK_ID", t->task_id, "SERVER_ID",
+			 t->server_id ? t->server_id : "", "KEYPAIR", t->keypair ? t->keypair : "", "USER",
+			 t->user ? t->user : "", "RESULT", t->result, "ERROR_CODE", code, "DURATION_MS", ms,
+			 (const char *)NULL);
 }

@@ -8,6 +8,9 @@ void log_init(const char *ident);
 void log_set_debug(bool on);
 /* True when stderr is the journal's stream (run by systemd). */
 bool log_journal(void);
+/* The descriptor the journal lines go out on, or -1: a process that closes
+ * descriptors it does not know (the daemon's worker) keeps this one. */
+int log_fd(void);
 void log_debug(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 void log_info(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 /* With strerror(errno) appended. */

@@ -37,6 +37,11 @@
 #define PROOF_BACKOFF_MAX_MS 200
 #define PROOF_PASS_MIN_TIMEOUT_MS 1000
 #define PROOF_SLICE_MS 20
+/* How long a password answer may take once sshd has answered the request
+ * for its methods (so it is alive and speaking): a refusal comes only after
+ * PAM's failure delay (pam_unix 2 s, pam_faildelay 3 s on Debian), and on a
+ * loaded or emulated VM well past a 5 s connect_timeout. */
+#define PROOF_PASSWORD_ANSWER_MS 20000
 
 #define OPENSSH_KEY_BEGIN "-----BEGIN OPENSSH PRIVATE KEY-----"
 #define OPENSSH_KEY_MAGIC "openssh-key-v1"
@@ -288,6 +293,12 @@ static int proof_set_options(ssh_session s, const struct proof_ctx *c)
 	for (size_t i = 0; i < ELEMENTSOF(opts); i++)
 		if (ssh_options_set(s, opts[i].opt, opts[i].value) < 0)
 			return -EINVAL;
+	/* From a loopback address, connect from that same address: the kernel
+	 * would pick 127.0.0.1 for any 127.x, while `sshd -T -C addr=` (Match
+	 * Address) and PerSourcePenaltyExemptList judge [sshd] address. */
+	if ((strncmp(c->t->address, "127.", 4) == 0 || streq(c->t->address, "::1")) &&
+	    ssh_options_set(s, SSH_OPTIONS_BINDADDR, c->t->address) < 0)
+		return -EINVAL;
 	return 0;
 }
 
@@ -565,6 +576,8 @@ static enum proof_status proof_password(struct proof_ctx *c, const struct secret
 		return st;
 
 	int r;
+	if (c->timeout_ms < PROOF_PASSWORD_ANSWER_MS)
+		c->timeout_ms = PROOF_PASSWORD_ANSWER_MS;
 	if (methods & SSH_AUTH_METHOD_PASSWORD)
 		r = proof_auth(c, s, PROOF_METHOD_PASSWORD, NULL, cred->data);
 	else if (methods & SSH_AUTH_METHOD_INTERACTIVE)

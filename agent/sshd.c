@@ -5,6 +5,7 @@
 #include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 
@@ -23,7 +24,7 @@
 
 static int parse_bool(const char *v)
 {
-	return streq(v, "yes") ? 1 : 0;
+	return strcasecmp(v, "yes") == 0 ? 1 : 0;
 }
 
 static int add_port(struct sshd_settings *s, const char *v)
@@ -37,25 +38,38 @@ static int add_port(struct sshd_settings *s, const char *v)
 	return 0;
 }
 
+/* `ListenAddress ADDR:PORT [rdomain DOMAIN]`: only the endpoint is kept. */
+static int add_listen(struct sshd_settings *s, const char *v)
+{
+	return strv_push_take(&s->listen, strndup(v, strcspn(v, " \t")));
+}
+
+/* Keywords compare without case, as sshd reads them: up to 10.3 `sshd -T`
+ * printed them in lower case, from 10.4 on as its keyword table spells them
+ * ("PasswordAuthentication yes"). */
 static int settings_line(struct sshd_settings *s, const char *key, const char *val)
 {
-	if (streq(key, "port"))
+	if (strcasecmp(key, "port") == 0)
 		return add_port(s, val);
-	if (streq(key, "listenaddress"))
-		return strv_push(&s->listen, val);
-	if (streq(key, "hostkey"))
+	if (strcasecmp(key, "listenaddress") == 0)
+		return add_listen(s, val);
+	if (strcasecmp(key, "hostkey") == 0)
 		return strv_push(&s->hostkeys, val);
-	if (streq(key, "passwordauthentication"))
+	if (strcasecmp(key, "passwordauthentication") == 0)
 		s->password = parse_bool(val);
-	else if (streq(key, "kbdinteractiveauthentication"))
+	else if (strcasecmp(key, "kbdinteractiveauthentication") == 0)
 		s->kbdinteractive = parse_bool(val);
-	else if (streq(key, "pubkeyauthentication"))
+	else if (strcasecmp(key, "pubkeyauthentication") == 0)
 		s->pubkey = parse_bool(val);
-	else if (streq(key, "permitrootlogin") && !s->permit_root_login)
+	else if (strcasecmp(key, "permitrootlogin") == 0 && !s->permit_root_login)
 		s->permit_root_login = strdup(val);
-	else if (streq(key, "pidfile") && !s->pidfile)
+	else if (strcasecmp(key, "pidfile") == 0 && !s->pidfile)
 		s->pidfile = strdup(val);
-	else if (streq(key, "authorizedkeysfile") && !s->authorized_keys_file)
+	else if (strcasecmp(key, "persourcepenalties") == 0 && !s->penalties)
+		s->penalties = strdup(val);
+	else if (strcasecmp(key, "persourcepenaltyexemptlist") == 0 && !s->penalty_exempt)
+		s->penalty_exempt = strdup(val);
+	else if (strcasecmp(key, "authorizedkeysfile") == 0 && !s->authorized_keys_file)
 		s->authorized_keys_file = strdup(val);
 	return 0;
 }
@@ -92,6 +106,8 @@ void sshd_settings_free(struct sshd_settings *s)
 	free(s->authorized_keys_file);
 	free(s->permit_root_login);
 	free(s->pidfile);
+	free(s->penalties);
+	free(s->penalty_exempt);
 	strv_free(&s->listen);
 	strv_free(&s->hostkeys);
 	*s = (struct sshd_settings){ 0 };

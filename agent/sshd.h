@@ -21,6 +21,8 @@ struct sshd_settings {
 	char *pidfile;
 	char *permit_root_login;	/* permitrootlogin: yes, prohibit-password, ...; NULL unknown */
 	struct strv hostkeys;
+	char *penalties;		/* persourcepenalties (9.8+), NULL before */
+	char *penalty_exempt;		/* persourcepenaltyexemptlist, NULL when unset */
 };
 
 /* The main sshd_config that sshd reads: [sshd] config, or, where that file

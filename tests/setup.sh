@@ -1,12 +1,15 @@
 #!/bin/sh
 # Installs what kps-agent needs to build and test on Debian 12 (as root),
-# then configures and builds it in ./build.
+# then configures and builds it in ./build. A minimal root (debootstrap
+# --variant=minbase, a container image) lacks commands a bookworm image
+# happens to carry: openssl (cp_check's certificates), strace, pkill.
 set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="meson ninja-build pkg-config gcc clang python3 \
 	libssh-dev libevent-dev libcjson-dev libsystemd-dev libinih-dev libcmocka-dev libssl-dev libselinux1-dev libsepol-dev \
-	openssh-server openssh-client sshpass python3-cryptography"
+	openssh-server openssh-client sshpass python3-cryptography \
+	openssl strace procps"
 
 missing=""
 for p in $PACKAGES; do

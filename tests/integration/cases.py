@@ -840,6 +840,76 @@ def auth_password(box, agent):
 
 
 @case
+def auth_password_slow_refusal(box, agent):
+    """sshd through PAM refuses a password only after PAM's failure delay
+    (pam_unix: 2 s), here past a 1 s connect_timeout, as on a slow VM past
+    the default 5 s: that is a refusal (AUTH_FAILED), not an unreachable
+    sshd."""
+    reset_home(box, USER_LINE)
+    with open(os.path.join(box.dropins, "10-pam.conf"), "w") as f:
+        f.write("UsePAM yes\n")
+    box.stop_sshd()
+    box.start_sshd()
+    conf = os.path.join(box.dir, "slow.conf")
+    with open(conf, "w") as f:
+        f.write(open(box.agent_config).read().replace("[sshd]\n", "[sshd]\nconnect_timeout = 1\n"))
+    t0 = time.monotonic()
+    rc, res, err, out = box.apply(box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "password", "key": "Wrong-Password-1"}}), agent, config=conf)
+    took = time.monotonic() - t0
+    check(res and res.get("error_code") == "KPS.AGENT.AUTH_FAILED", f"{res} after {took:.1f} s; {err[-400:]}")
+    rc, res, err, out = box.apply(box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "password", "key": sb.TEST_PASSWORD}}), agent, config=conf)
+    check(res and res.get("status") == "SUCCESS", f"{res}; {err[-400:]}")
+    check(box.login_key("a"), "new key does not log in")
+
+
+@case
+def hostkey_libssh_cannot_read(box, agent):
+    """OpenSSH 10 (Debian forky's ssh-keygen -A) makes an ML-DSA host key
+    that libssh does not know. sshd lists it first here; the pinning takes
+    the keys it can read and proves and probes as before. The fixture is a
+    throwaway key from a forky image (tests/integration/fixtures)."""
+    reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
+    fixtures = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fixtures")
+    for name in ("ssh_host_mldsa44_ed25519_key", "ssh_host_mldsa44_ed25519_key.pub"):
+        dst = os.path.join(box.dir, name)
+        with open(os.path.join(fixtures, name)) as src, open(dst, "w") as out:
+            out.write(src.read())
+        os.chmod(dst, 0o600)
+    with open(os.path.join(box.dropins, "05-mldsa.conf"), "w") as f:
+        f.write(f"HostKey {box.dir}/ssh_host_mldsa44_ed25519_key\n")
+    box.stop_sshd()
+    box.start_sshd()
+    expect(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "keypair", "key": box.keys.private("old")}}))
+    check(box.login_key("a"), "new key does not log in")
+    check(not box.login_key("old"), "replaced key still logs in")
+
+
+@case
+def connects_from_sshd_address(box, agent):
+    """With [sshd] address another loopback address, sshd sees the agent's
+    proofs and probes come from that address, the one `sshd -T -C addr=`
+    evaluates and a PerSourcePenaltyExemptList entry names; the kernel alone
+    would pick 127.0.0.1."""
+    reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
+    with open(os.path.join(box.dropins, "05-listen.conf"), "w") as f:
+        f.write("ListenAddress 127.0.0.2\n")
+    box.stop_sshd()
+    box.start_sshd()
+    conf = os.path.join(box.dir, "other-address.conf")
+    with open(conf, "w") as f:
+        f.write(open(box.agent_config).read().replace("address = 127.0.0.1\n", "address = 127.0.0.2\n"))
+    rc, res, err, out = box.apply(box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={
+        "auth": {"type": "keypair", "key": box.keys.private("old")}}), agent, config=conf)
+    check(res and res.get("status") == "SUCCESS", f"{res}; {err[-400:]}")
+    log = open(box.log).read()
+    check("Accepted publickey for %s from 127.0.0.2 " % box.user in log,
+          "sshd did not see the proof come from 127.0.0.2: " + log[-1500:])
+
+
+@case
 def impostor_sshd_gets_nothing(box, agent):
     reset_home(box, USER_LINE + box.keys.pub("old") + "\n")
     box.stop_sshd()

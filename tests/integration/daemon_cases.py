@@ -379,6 +379,61 @@ def every_task_id_over_the_socket(box, agent_exe, cp):
         agent.stop()
 
 
+@case
+def journal_fields_from_worker(box, agent_exe, cp):
+    """The worker's per-task line reaches journald with its fields. The
+    daemon runs in a mount namespace whose /run/systemd/journal is this
+    case's own directory, with a datagram socket standing in for journald;
+    JOURNAL_STREAM names the daemon's stderr, as systemd sets it."""
+    reset_home(box, USER_LINE)
+    jdir = os.path.join(box.dir, "journal")
+    os.mkdir(jdir)
+    jsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    jsock.bind(os.path.join(jdir, "socket"))
+    jsock.settimeout(0.2)
+    made = [d for d in ("/run/systemd", "/run/systemd/journal") if not os.path.isdir(d)]
+    for d in made:
+        os.mkdir(d, 0o755)
+    agent = Agent(box, agent_exe, cp)
+    logf = open(agent.log, "a")
+    st = os.fstat(logf.fileno())
+    env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
+    agent.logf = logf
+    agent.proc = subprocess.Popen(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+         'mount --bind "$0" /run/systemd/journal && exec "$@"', jdir, agent_exe, "-c", agent.config, "run"],
+        stdout=logf, stderr=logf, env=env, start_new_session=True)
+    entries = []
+    try:
+        deadline = time.time() + 10
+        while time.time() < deadline and not os.path.exists(agent.sock):
+            check(agent.proc.poll() is None, "agent exited: " + open(agent.log).read()[-2000:])
+            time.sleep(0.01)
+        tid = "journal-fields-1"
+        res = agent.send_lines([{"task_id": tid, "action": "associate", "user": box.user,
+                                 "keypair_name": "kp1", "public_key": box.keys.pub("a"),
+                                 "server": {"id": box.server_id}}])
+        check(res and res[0]["status"] == "SUCCESS", f"{res}")
+        check(box.login_key("a"), "the key does not log in")
+        deadline = time.time() + 5
+        while time.time() < deadline and not any(f"TASK_ID={tid}" in e for e in entries):
+            try:
+                entries.append(jsock.recv(65536).decode(errors="replace"))
+            except socket.timeout:
+                pass
+        mine = [e for e in entries if f"TASK_ID={tid}" in e]
+        check(mine, f"no journal entry with TASK_ID={tid}; got {entries}")
+        fields = dict(line.split("=", 1) for line in mine[0].splitlines() if "=" in line)
+        check(fields.get("RESULT") == "SUCCESS" and fields.get("USER") == box.user
+              and fields.get("KEYPAIR") == "kp1" and fields.get("SYSLOG_IDENTIFIER") == "kps-agent",
+              f"fields: {fields}")
+    finally:
+        agent.stop()
+        jsock.close()
+        for d in reversed(made):
+            os.rmdir(d)
+
+
 def main():
     if sys.argv[1:] == ["--list"]:
         print("\n".join(CASES))

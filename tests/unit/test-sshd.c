@@ -7,6 +7,7 @@
 #include <cmocka.h>
 
 #include "sshd.h"
+#include "sshdpenalty.h"
 
 static const char SSHD_T[] = "port 22\nport 2222\nlistenaddress [::]:22\nlistenaddress 0.0.0.0:22\n"
 			     "usepam yes\npasswordauthentication no\nkbdinteractiveauthentication yes\n"
@@ -31,6 +32,67 @@ static void test_parse(void **state)
 	assert_string_equal(s.hostkeys.v[1], "/etc/ssh/ssh_host_ed25519_key");
 	assert_int_equal(s.listen.n, 2);
 	sshd_settings_free(&s);
+}
+
+/* OpenSSH 10.4 and later print the keywords as sshd's table spells them;
+ * 10.6 also a ListenAddress with its rdomain. */
+static const char SSHD_T_MIXED[] = "Port 22\nPort 2222\nListenAddress [::]:22\nListenAddress 0.0.0.0:22 rdomain vrf1\n"
+				   "UsePAM yes\nPasswordAuthentication no\nKbdInteractiveAuthentication yes\n"
+				   "PubkeyAuthentication yes\nPidFile /run/sshd.pid\n"
+				   "AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2\n"
+				   "HostKey /etc/ssh/ssh_host_rsa_key\nHostKey /etc/ssh/ssh_host_ed25519_key\n"
+				   "HostKey /etc/ssh/ssh_host_mldsa44_ed25519_key\n"
+				   "PerSourcePenalties crash:90s authfail:5s noauth:1s min:15s max:600s\n"
+				   "PerSourcePenaltyExemptList 10.0.2.2,192.168.0.0/16\n";
+
+static void test_parse_mixed_case(void **state)
+{
+	(void)state;
+	struct sshd_settings s;
+	assert_int_equal(sshd_settings_parse(SSHD_T_MIXED, sizeof(SSHD_T_MIXED) - 1, &s), 0);
+	assert_int_equal(s.n_ports, 2);
+	assert_int_equal(s.ports[0], 22);
+	assert_int_equal(s.ports[1], 2222);
+	assert_int_equal(s.password, 0);
+	assert_int_equal(s.kbdinteractive, 1);
+	assert_int_equal(s.pubkey, 1);
+	assert_string_equal(s.pidfile, "/run/sshd.pid");
+	assert_string_equal(s.authorized_keys_file, ".ssh/authorized_keys");
+	assert_int_equal(s.hostkeys.n, 3);
+	assert_int_equal(s.listen.n, 2);
+	assert_string_equal(s.listen.v[0], "[::]:22");
+	assert_string_equal(s.listen.v[1], "0.0.0.0:22");
+	assert_string_equal(s.penalties, "crash:90s authfail:5s noauth:1s min:15s max:600s");
+	assert_string_equal(s.penalty_exempt, "10.0.2.2,192.168.0.0/16");
+	assert_false(sshdpenalty_exempt(s.penalties, s.penalty_exempt, "127.0.0.1"));
+	assert_true(sshdpenalty_exempt(s.penalties, s.penalty_exempt, "192.168.7.9"));
+	sshd_settings_free(&s);
+}
+
+static void test_penalty_exempt(void **state)
+{
+	(void)state;
+	static const char pen[] = "crash:90s authfail:5s";
+	/* No penalties: an sshd before 9.8, or "PerSourcePenalties no". */
+	assert_true(sshdpenalty_exempt(NULL, NULL, "127.0.0.1"));
+	assert_true(sshdpenalty_exempt("no", NULL, "127.0.0.1"));
+	assert_true(sshdpenalty_exempt("NO", "", "::1"));
+	assert_false(sshdpenalty_exempt(pen, NULL, "127.0.0.1"));
+	assert_false(sshdpenalty_exempt(pen, "none", "127.0.0.1"));
+	assert_true(sshdpenalty_exempt(pen, "127.0.0.1", "127.0.0.1"));
+	assert_true(sshdpenalty_exempt(pen, "10.0.0.1,127.0.0.0/8", "127.0.0.1"));
+	assert_true(sshdpenalty_exempt(pen, "127.0.0.0/8", "127.255.0.9"));
+	assert_false(sshdpenalty_exempt(pen, "127.0.0.0/31", "127.0.0.2"));
+	assert_true(sshdpenalty_exempt(pen, "127.0.0.0/31", "127.0.0.1"));
+	assert_true(sshdpenalty_exempt(pen, "127.0.0.1/0", "8.8.8.8"));
+	assert_false(sshdpenalty_exempt(pen, "127.0.0.1/33", "127.0.0.1"));
+	assert_false(sshdpenalty_exempt(pen, "127.0.0.1/x", "127.0.0.1"));
+	assert_false(sshdpenalty_exempt(pen, "::1", "127.0.0.1"));
+	assert_true(sshdpenalty_exempt(pen, "10.1.1.1,::1", "::1"));
+	assert_true(sshdpenalty_exempt(pen, "fd00::/8", "fd12:3456::1"));
+	assert_false(sshdpenalty_exempt(pen, "fd00::/8", "fe80::1"));
+	assert_false(sshdpenalty_exempt(pen, "127.0.0.1", "localhost"));
+	assert_false(sshdpenalty_exempt(pen, "127.0.0.1", NULL));
 }
 
 static void test_parse_refuses_incomplete(void **state)
@@ -169,7 +231,7 @@ static void test_exec(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test(test_parse),	    cmocka_unit_test(test_parse_refuses_incomplete),
+		cmocka_unit_test(test_parse),	    cmocka_unit_test(test_parse_mixed_case), cmocka_unit_test(test_penalty_exempt),	    cmocka_unit_test(test_parse_refuses_incomplete),
 		cmocka_unit_test(test_expand),	    cmocka_unit_test(test_plan_explicit),
 		cmocka_unit_test(test_plan_auto),   cmocka_unit_test(test_exec),
 	};

@@ -1,0 +1,129 @@
+#!/usr/bin/env python3
+"""The package's systemd pieces outside a booted system. kps-agent-generator, run as systemd would, on configurations that need
+the sandbox opened; then the unit with the drop-ins it wrote, rated by
+`systemd-analyze security --offline`: never worse than the unit alone (the
+guest's rating, which includes them, is what users see).
+
+    generator_check.py SOURCE_DIR"""
+
+import os
+import re
+import subprocess
+import sys
+import tempfile
+
+CONFIGS = {
+    "device": "[channel]\ndevice = /dev/virtio-ports/org.kps.agent.0\n",
+    "url-ip": "[control_plane]\nurl = http://10.0.2.2:47800\n",
+    "url-ip6": "[control_plane]\nurl = https://[fd00::1]:8443/cp\n",
+    "url-name": "[control_plane]\nurl = https://cp.example.com/\n",
+    "all": "[control_plane]\nurl = http://169.254.169.254\n[channel]\ndevice = /dev/virtio-ports/org.kps.agent.0\n",
+}
+WANT = {
+    "device": ["BindPaths=-/dev/virtio-ports/org.kps.agent.0", "DeviceAllow=char-virtio-portsdev rw"],
+    "url-ip": ["IPAddressAllow=10.0.2.2", "After=network-online.target"],
+    "url-ip6": ["IPAddressAllow=fd00::1"],
+    "url-name": ["IPAddressDeny="],
+    "all": ["IPAddressAllow=169.254.169.254", "BindPaths=-/dev/virtio-ports/org.kps.agent.0"],
+}
+# A host name cannot be narrowed to addresses at boot: that one may rate
+# worse, and says so in its drop-in.
+MAY_RATE_WORSE = {"url-name"}
+
+
+def score(unit):
+    out = subprocess.run(["systemd-analyze", "security", "--offline=yes", "--no-pager", unit],
+                         capture_output=True, text=True).stdout
+    m = re.search(r"exposure level for [^:]*: ([0-9.]+)", out)
+    if not m:
+        raise SystemExit(f"no score for {unit}: {out[-500:]}")
+    return float(m.group(1))
+
+
+def merged(unit_text, dropins):
+    """The unit with drop-in lines added to their sections, as systemd reads them."""
+    sections = {}
+    order = []
+    cur = None
+    for line in unit_text.splitlines():
+        m = re.match(r"\[(\w+)\]", line)
+        if m:
+            cur = m.group(1)
+            order.append(cur)
+            sections[cur] = []
+        elif cur:
+            sections[cur].append(line)
+    for text in dropins:
+        cur = None
+        for line in text.splitlines():
+            m = re.match(r"\[(\w+)\]", line)
+            if m:
+                cur = m.group(1)
+                if cur not in sections:
+                    order.append(cur)
+                    sections[cur] = []
+            elif cur and line and not line.startswith("#"):
+                sections[cur].append(line)
+    return "".join(f"[{s}]\n" + "\n".join(sections[s]) + "\n\n" for s in order)
+
+
+def tmpfiles_quiet(src):
+    """The package's tmpfiles.d beside systemd 257's own /run/sshd line
+    (20-systemd-ssh-generator.conf, Debian 13): created, and no "Duplicate
+    line" warning, which systemd-tmpfiles prints for any two lines of one
+    path that differ."""
+    with tempfile.TemporaryDirectory() as root:
+        d = os.path.join(root, "usr/lib/tmpfiles.d")
+        os.makedirs(d)
+        os.mkdir(os.path.join(root, "run"))
+        with open(os.path.join(d, "20-systemd-ssh-generator.conf"), "w") as f:
+            f.write("d /run/sshd 0755\n")
+        with open(os.path.join(src, "unit/kps-agent.tmpfiles")) as i, open(os.path.join(d, "kps-agent.conf"), "w") as o:
+            o.write(i.read())
+        r = subprocess.run(["systemd-tmpfiles", f"--root={root}", "--create"], capture_output=True, text=True)
+        ok = "Duplicate" not in r.stderr and os.path.isdir(os.path.join(root, "run/sshd"))
+        print(f"{'PASS' if ok else 'FAIL'} tmpfiles beside systemd's /run/sshd line: {r.stderr.strip()}")
+        return ok
+
+
+def main():
+    src = sys.argv[1]
+    unit_text = open(os.path.join(src, "unit/kps-agent.service")).read()
+    base = score(os.path.join(src, "unit/kps-agent.service"))
+    gen_in = open(os.path.join(src, "unit/kps-agent-generator.in")).read()
+    # The whole script parses (sh runs it line by line and would stop at
+    # an early exit before finding a broken tail).
+    failed = subprocess.run(["sh", "-n", os.path.join(src, "unit/kps-agent-generator.in")]).returncode != 0
+    print("FAIL sh -n" if failed else "PASS sh -n")
+    failed += not tmpfiles_quiet(src)
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, conf in CONFIGS.items():
+            d = os.path.join(tmp, name)
+            os.makedirs(os.path.join(d, "etc/kps-agent"))
+            with open(os.path.join(d, "etc/kps-agent/kps-agent.conf"), "w") as f:
+                f.write(conf)
+            gen = os.path.join(d, "generator")
+            with open(gen, "w") as f:
+                f.write(gen_in.replace("@sysconfdir@", os.path.join(d, "etc")))
+            out = os.path.join(d, "out")
+            os.mkdir(out)
+            subprocess.run(["sh", gen, out, out, out], check=True)
+            ddir = os.path.join(out, "kps-agent.service.d")
+            dropins = [open(os.path.join(ddir, f)).read() for f in sorted(os.listdir(ddir))]
+            text = "".join(dropins)
+            missing = [w for w in WANT[name] if not re.search("^" + re.escape(w) + "$", text, re.M)]
+            bad = "PrivateDevices=no" in text
+            unit = os.path.join(d, "kps-agent.service")
+            with open(unit, "w") as f:
+                f.write(merged(unit_text, dropins))
+            s = score(unit)
+            worse = s > base and name not in MAY_RATE_WORSE
+            ok = not missing and not bad and not worse
+            failed += not ok
+            print(f"{'PASS' if ok else 'FAIL'} {name}: rated {s} (unit alone {base})"
+                  + (f"; missing {missing}" if missing else "") + ("; PrivateDevices=no" if bad else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
