@@ -416,12 +416,13 @@ def journal_fields_from_worker(box, agent_exe, cp):
         check(res and res[0]["status"] == "SUCCESS", f"{res}")
         check(box.login_key("a"), "the key does not log in")
         deadline = time.time() + 5
-        while time.time() < deadline and not any(f"TASK_ID={tid}" in e for e in entries):
+        # The task's own line (RESULT=); the audit records carry TASK_ID too.
+        while time.time() < deadline and not any(f"TASK_ID={tid}" in e and "\nRESULT=" in e for e in entries):
             try:
                 entries.append(jsock.recv(65536).decode(errors="replace"))
             except socket.timeout:
                 pass
-        mine = [e for e in entries if f"TASK_ID={tid}" in e]
+        mine = [e for e in entries if f"TASK_ID={tid}" in e and "\nRESULT=" in e]
         check(mine, f"no journal entry with TASK_ID={tid}; got {entries}")
         fields = dict(line.split("=", 1) for line in mine[0].splitlines() if "=" in line)
         check(fields.get("RESULT") == "SUCCESS" and fields.get("USER") == box.user

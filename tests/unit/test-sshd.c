@@ -57,7 +57,7 @@ static void test_parse_mixed_case(void **state)
 	assert_int_equal(s.kbdinteractive, 1);
 	assert_int_equal(s.pubkey, 1);
 	assert_string_equal(s.pidfile, "/run/sshd.pid");
-	assert_string_equal(s.authorized_keys_file, ".ssh/authorized_keys");
+	assert_string_equal(s.authorized_keys_file, ".ssh/authorized_keys .ssh/authorized_keys2");
 	assert_int_equal(s.hostkeys.n, 3);
 	assert_int_equal(s.listen.n, 2);
 	assert_string_equal(s.listen.v[0], "[::]:22");
