@@ -8,6 +8,7 @@
 
 #include "plan.h"
 #include "sshdmatch.h"
+#include "sshdpenalty.h"
 
 #define PLAN_INCLUDE_DEPTH 8
 #define SSHD_SYSCONFDIR "/etc/ssh"
@@ -670,6 +671,30 @@ static int check_match_blocks(struct plan *p, const struct sshd_settings *s, str
 	return walk_conf(&w, 0, 0);
 }
 
+/* OpenSSH 9.8+ penalises an address whose connections end without a login
+ * (PerSourcePenalties): the agent's refused proofs and its probes do, by
+ * design, and a penalised [sshd] address would fail every later proof and
+ * probe. Where sshd penalises it, the managed block exempts it, keeping
+ * the admin's own exemptions (the block's line comes first and wins). */
+static int want_penalty_exempt(struct plan *p, const struct config *cfg, const struct sshd_settings *s,
+			       struct result *res)
+{
+	const char *addr = streq(cfg->address, "localhost") ? "127.0.0.1" : cfg->address;
+	if (sshdpenalty_exempt(s->penalties, s->penalty_exempt, addr))
+		return 0;
+	const char *base = p->want.penalty_exempt[0] ? p->want.penalty_exempt
+			   : s->penalty_exempt && strcasecmp(s->penalty_exempt, "none") != 0 ? s->penalty_exempt
+											       : "";
+	char list[SSHDCONF_EXEMPT_MAX];
+	int n = snprintf(list, sizeof(list), "%s%s%s", base, base[0] ? "," : "", addr);
+	if (n < 0 || (size_t)n >= sizeof(list))
+		return result_fail(res, ERR_SSHD_CONFIG_INVALID,
+				   "PerSourcePenaltyExemptList would be longer than %zu bytes with %s added", sizeof(list) - 1,
+				   addr);
+	memcpy(p->want.penalty_exempt, list, (size_t)n + 1);
+	return 0;
+}
+
 /* No /etc/ssh/sshd_config, the vendor's under /usr (openSUSE, SLES 16):
  * creating the /etc one would replace the whole vendor config, so the block
  * goes into a drop-in of its own in the directory the vendor config
@@ -729,6 +754,8 @@ int plan_sshd_config(struct plan *p, const struct config *cfg, const struct sshd
 	if (r < 0)
 		return result_fail(res, ERR_SSHD_CONFIG_INVALID, "the kps-agent block in %s is damaged", main->path);
 	want_from_task(p, t);
+	if (want_penalty_exempt(p, cfg, s, res) < 0)
+		return -1;
 	if (t->port && !ports_are(s, t->port)) {
 		p->port = t->port;
 		p->port_change = true;

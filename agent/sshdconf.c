@@ -266,6 +266,22 @@ static int parse_port(struct token v, struct sshdconf_block *b)
 	return 0;
 }
 
+/* Addresses and CIDR blocks, as the agent writes them: nothing sshd would
+ * read as more than one token. */
+static bool exempt_chars_ok(const char *p, size_t n)
+{
+	return n > 0 && strspn(p, "0123456789abcdefABCDEF.:/,") >= n;
+}
+
+static int parse_exempt(struct token v, struct sshdconf_block *b)
+{
+	if (b->penalty_exempt[0] || v.len >= sizeof(b->penalty_exempt) || !exempt_chars_ok(v.p, v.len))
+		return -EBADMSG;
+	memcpy(b->penalty_exempt, v.p, v.len);
+	b->penalty_exempt[v.len] = '\0';
+	return 0;
+}
+
 static int block_parse_line(const struct line *l, struct sshdconf_block *b)
 {
 	size_t rest;
@@ -281,6 +297,8 @@ static int block_parse_line(const struct line *l, struct sshdconf_block *b)
 		return parse_flag(v, &b->kbdinteractive);
 	if (token_is(kw, "Port"))
 		return parse_port(v, b);
+	if (token_is(kw, "PerSourcePenaltyExemptList"))
+		return parse_exempt(v, b);
 	return -EBADMSG;
 }
 
@@ -300,11 +318,14 @@ static int block_parse(const char *text, const struct span *span, struct sshdcon
 
 static bool block_is_empty(const struct sshdconf_block *b)
 {
-	return b->password == -1 && b->kbdinteractive == -1 && b->n_ports == 0;
+	return b->password == -1 && b->kbdinteractive == -1 && b->n_ports == 0 && !b->penalty_exempt[0];
 }
 
 static int block_validate(const struct sshdconf_block *b)
 {
+	size_t n = strnlen(b->penalty_exempt, sizeof(b->penalty_exempt));
+	if (n == sizeof(b->penalty_exempt) || (n && !exempt_chars_ok(b->penalty_exempt, n)))
+		return -EINVAL;
 	if (b->password < -1 || b->password > 1 || b->kbdinteractive < -1 || b->kbdinteractive > 1)
 		return -EINVAL;
 	if (b->n_ports > SSHDCONF_MAX_PORTS)
@@ -327,6 +348,8 @@ static int block_format(const struct sshdconf_block *b, struct buf *out)
 		r = buf_printf(out, "KbdInteractiveAuthentication %s\n", b->kbdinteractive ? "yes" : "no");
 	for (size_t i = 0; r >= 0 && i < b->n_ports; i++)
 		r = buf_printf(out, "Port %d\n", b->ports[i]);
+	if (r >= 0 && b->penalty_exempt[0])
+		r = buf_printf(out, "PerSourcePenaltyExemptList %s\n", b->penalty_exempt);
 	if (r >= 0)
 		r = buf_puts(out, SSHDCONF_END "\n");
 	return r;

@@ -9,6 +9,7 @@
 #define SSHDCONF_END "# kps-agent: end"
 #define SSHDCONF_DISABLED "# kps-agent: disabled: "
 #define SSHDCONF_MAX_PORTS 16
+#define SSHDCONF_EXEMPT_MAX 512
 
 /* What the managed block holds. sshd takes the first value it reads, and the
  * block stands before the first directive of the main file, so its values
@@ -18,6 +19,9 @@ struct sshdconf_block {
 	int kbdinteractive;	/* KbdInteractiveAuthentication: -1 absent, 0 no, 1 yes */
 	int ports[SSHDCONF_MAX_PORTS];	/* Port lines, in order */
 	size_t n_ports;		/* 0: no Port line in the block */
+	/* PerSourcePenaltyExemptList (OpenSSH 9.8+): the admin's list with the
+	 * agent's own address added; "" absent. Addresses, CIDR blocks, commas. */
+	char penalty_exempt[SSHDCONF_EXEMPT_MAX];
 };
 
 /* Reads the managed block of a main sshd_config. A text without one gives

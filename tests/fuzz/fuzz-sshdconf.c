@@ -162,7 +162,7 @@ static struct spec spec_decode(const uint8_t *p, size_t n)
 static bool blocks_equal(const struct sshdconf_block *a, const struct sshdconf_block *b)
 {
 	if (a->password != b->password || a->kbdinteractive != b->kbdinteractive ||
-	    a->n_ports != b->n_ports)
+	    a->n_ports != b->n_ports || strcmp(a->penalty_exempt, b->penalty_exempt) != 0)
 		return false;
 	for (size_t i = 0; i < a->n_ports; i++)
 		if (a->ports[i] != b->ports[i])
@@ -172,7 +172,7 @@ static bool blocks_equal(const struct sshdconf_block *a, const struct sshdconf_b
 
 static bool block_is_empty(const struct sshdconf_block *b)
 {
-	return b->password == -1 && b->kbdinteractive == -1 && b->n_ports == 0;
+	return b->password == -1 && b->kbdinteractive == -1 && b->n_ports == 0 && !b->penalty_exempt[0];
 }
 
 static void check_block_sane(const struct sshdconf_block *b)

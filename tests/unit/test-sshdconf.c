@@ -17,9 +17,9 @@
 #define END_L SSHDCONF_END "\n"
 #define BLOCK_NO_2222 BEGIN_L "PasswordAuthentication no\nKbdInteractiveAuthentication no\nPort 2222\n" END_L
 
-static const struct sshdconf_block EMPTY = { -1, -1, { 0 }, 0 };
-static const struct sshdconf_block NO_2222 = { 0, 0, { 2222 }, 1 };
-static const struct sshdconf_block PW_ONLY = { 1, -1, { 0 }, 0 };
+static const struct sshdconf_block EMPTY = { -1, -1, { 0 }, 0, "" };
+static const struct sshdconf_block NO_2222 = { 0, 0, { 2222 }, 1, "" };
+static const struct sshdconf_block PW_ONLY = { 1, -1, { 0 }, 0, "" };
 
 /* Debian bookworm's stock /etc/ssh/sshd_config (openssh-server 1:9.2p1). */
 static const char DEBIAN[] =
@@ -171,11 +171,11 @@ static const struct text CORPUS[] = {
 };
 
 static const struct sshdconf_block BLOCKS[] = {
-	{ 0, 0, { 2222 }, 1 },
-	{ 1, -1, { 0 }, 0 },
-	{ -1, 0, { 0 }, 0 },
-	{ -1, -1, { 22, 2222, 65535 }, 3 },
-	{ 0, 1, { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 }, 16 },
+	{ 0, 0, { 2222 }, 1, "" },
+	{ 1, -1, { 0 }, 0, "" },
+	{ -1, 0, { 0 }, 0, "" },
+	{ -1, -1, { 22, 2222, 65535 }, 3, "" },
+	{ 0, 1, { 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16 }, 16, "" },
 };
 
 static void assert_bytes(const char *got, size_t got_len, const char *want, size_t want_len)
@@ -213,7 +213,7 @@ static void assert_write(const char *text, size_t len, const struct sshdconf_blo
 
 static void assert_read(const char *text, size_t len, const struct sshdconf_block *want)
 {
-	struct sshdconf_block b = { 7, 7, { 7 }, 7 };
+	struct sshdconf_block b = { 7, 7, { 7 }, 7, "" };
 	assert_int_equal(sshdconf_block_read(text, len, &b), 0);
 	assert_block_equal(&b, want);
 }
@@ -321,7 +321,7 @@ static void test_replace_in_place(void **state)
 	(void)state;
 	const char text[] = "# c\n" BLOCK_NO_2222 "UsePAM yes\n" SSHDCONF_DISABLED "Port 22\n";
 	assert_read(S(text), &NO_2222);
-	const struct sshdconf_block b = { 1, 1, { 22, 443 }, 2 };
+	const struct sshdconf_block b = { 1, 1, { 22, 443 }, 2, "" };
 	assert_write(S(text), &b,
 		     S("# c\n" BEGIN_L "PasswordAuthentication yes\nKbdInteractiveAuthentication yes\nPort 22\n"
 		       "Port 443\n" END_L "UsePAM yes\n" SSHDCONF_DISABLED "Port 22\n"));
@@ -330,7 +330,7 @@ static void test_replace_in_place(void **state)
 	assert_write(S(moved), &PW_ONLY, S("UsePAM yes\n" BEGIN_L "PasswordAuthentication yes\n" END_L "# c\n"));
 	/* CRLF or indented markers are still the block; the new one uses "\n". */
 	const char crlf[] = "  " SSHDCONF_BEGIN "\r\nPort 22\r\n" SSHDCONF_END " \r\nUsePAM yes\r\n";
-	const struct sshdconf_block p22 = { -1, -1, { 22 }, 1 };
+	const struct sshdconf_block p22 = { -1, -1, { 22 }, 1, "" };
 	assert_read(S(crlf), &p22);
 	assert_write(S(crlf), &PW_ONLY, S(BEGIN_L "PasswordAuthentication yes\n" END_L "UsePAM yes\r\n"));
 }
@@ -405,7 +405,7 @@ static void test_first_value_wins(void **state)
 
 	size_t n, m;
 	bool changed;
-	const struct sshdconf_block b = { 0, 0, { 2022, 2023 }, 2 };
+	const struct sshdconf_block b = { 0, 0, { 2022, 2023 }, 2, "" };
 	_cleanup_free_ char *edited = write_ok(S(main_text), &b, &n);
 	_cleanup_free_ char *inc = NULL;
 	assert_int_equal(sshdconf_disable_ports(S(drop_in), &inc, &m, &changed), 0);
@@ -500,7 +500,7 @@ static void test_bytes_kept(void **state)
 static void test_block_read_values(void **state)
 {
 	(void)state;
-	const struct sshdconf_block want = { 1, 0, { 22, 65535, 1 }, 3 };
+	const struct sshdconf_block want = { 1, 0, { 22, 65535, 1 }, 3, "" };
 	assert_read(S(BEGIN_L "passwordauthentication=YES\n  KBDINTERACTIVEAUTHENTICATION  No \nPort = 22\n"
 		      "port\t65535\nPort 1\n" END_L),
 		    &want);
@@ -563,14 +563,14 @@ static void test_invalid_struct(void **state)
 {
 	(void)state;
 	static const struct sshdconf_block bad[] = {
-		{ 2, -1, { 0 }, 0 },
-		{ -2, -1, { 0 }, 0 },
-		{ -1, 5, { 0 }, 0 },
-		{ -1, -1, { 0 }, 1 },
-		{ -1, -1, { 65536 }, 1 },
-		{ -1, -1, { -22 }, 1 },
-		{ -1, -1, { 22, 22 }, 2 },
-		{ -1, -1, { 22 }, SSHDCONF_MAX_PORTS + 1 },
+		{ 2, -1, { 0 }, 0, "" },
+		{ -2, -1, { 0 }, 0, "" },
+		{ -1, 5, { 0 }, 0, "" },
+		{ -1, -1, { 0 }, 1, "" },
+		{ -1, -1, { 65536 }, 1, "" },
+		{ -1, -1, { -22 }, 1, "" },
+		{ -1, -1, { 22, 22 }, 2, "" },
+		{ -1, -1, { 22 }, SSHDCONF_MAX_PORTS + 1, "" },
 	};
 	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
 		char *out = NULL;
@@ -707,7 +707,7 @@ static void test_real_sshd(void **state)
 	assert_string_equal(e.kbd, "yes");
 	assert_int_equal(e.n_ports, 3);
 
-	const struct sshdconf_block b = { 0, 0, { 2022, 2023 }, 2 };
+	const struct sshdconf_block b = { 0, 0, { 2022, 2023 }, 2, "" };
 	_cleanup_free_ char *edited = NULL, *inc = NULL;
 	size_t n, m;
 	bool changed;
@@ -731,9 +731,33 @@ static void test_real_sshd(void **state)
 	assert_int_equal(system(cmd), 0);
 }
 
+/* The penalty exemption the agent adds for its own address (OpenSSH 9.8+). */
+static void test_penalty_exempt_line(void **state)
+{
+	(void)state;
+	static const char text[] = SSHDCONF_BEGIN "\nPasswordAuthentication no\n"
+				   "PerSourcePenaltyExemptList 10.0.0.0/8,127.0.0.1\n" SSHDCONF_END "\nPort 22\n";
+	struct sshdconf_block b;
+	assert_int_equal(sshdconf_block_read(text, sizeof(text) - 1, &b), 0);
+	assert_string_equal(b.penalty_exempt, "10.0.0.0/8,127.0.0.1");
+	char *out;
+	size_t len;
+	struct sshdconf_block only = { -1, -1, { 0 }, 0, "::1" };
+	assert_int_equal(sshdconf_block_write("Port 22\n", 8, &only, &out, &len), 0);
+	assert_non_null(strstr(out, SSHDCONF_BEGIN "\nPerSourcePenaltyExemptList ::1\n" SSHDCONF_END "\n"));
+	free(out);
+	static const char two[] = SSHDCONF_BEGIN "\nPerSourcePenaltyExemptList 127.0.0.1 10.0.0.1\n" SSHDCONF_END "\n";
+	assert_int_equal(sshdconf_block_read(two, sizeof(two) - 1, &b), -EBADMSG);
+	static const char odd[] = SSHDCONF_BEGIN "\nPerSourcePenaltyExemptList *\n" SSHDCONF_END "\n";
+	assert_int_equal(sshdconf_block_read(odd, sizeof(odd) - 1, &b), -EBADMSG);
+	struct sshdconf_block bad = { -1, -1, { 0 }, 0, "1.2.3.4 Port 1" };
+	assert_int_equal(sshdconf_block_write("", 0, &bad, &out, &len), -EINVAL);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(test_penalty_exempt_line),
 		cmocka_unit_test(test_debian_stock),
 		cmocka_unit_test(test_insert_empty),
 		cmocka_unit_test(test_insert_comment_only),
