@@ -863,6 +863,28 @@ static int check_port_free(struct apply *a)
 	return 0;
 }
 
+#define SSHD_SOCKET_GENERATOR "/usr/lib/systemd/system-generators/sshd-socket-generator"
+
+/* Socket activation: the port lives in ssh.socket. Ubuntu's generator
+ * derives its ListenStream from sshd_config, so a port change moves it;
+ * without one (Debian 13's ssh.socket listens where its unit says) sshd's
+ * Port is not where sshd listens, and the change is refused before
+ * anything changes. */
+static int check_socket_port(struct apply *a)
+{
+	if (!a->plan.port_change)
+		return 0;
+	if (!a->units_known) {
+		sshd_units_query(&a->units);
+		a->units_known = true;
+	}
+	if (!a->units.ssh_socket_active || access(SSHD_SOCKET_GENERATOR, X_OK) == 0)
+		return 0;
+	return result_fail(a->res, ERR_SSHD_CONFIG_INVALID,
+			   "sshd is socket-activated (ssh.socket) and no generator derives the socket's ports from "
+			   "sshd_config: the port lives in the socket unit (systemctl edit ssh.socket), not in sshd_config");
+}
+
 static int prepare(struct apply *a, const char *server_id, struct pubkey *replaced)
 {
 	const struct task *t = a->task;
@@ -887,6 +909,8 @@ static int prepare(struct apply *a, const char *server_id, struct pubkey *replac
 	r = plan_sshd_config(&a->plan, a->cfg, &a->sshd, t, a->res);
 	if (r == 0)
 		r = check_port_free(a);
+	if (r == 0)
+		r = check_socket_port(a);
 	step_done(a, STEP_PLAN);
 	return r;
 }

@@ -277,6 +277,13 @@ class Run:
         changes with no pause between (2222, and 22 within a second of the
         first's result): both succeed and 22 serves at once."""
         self.cp.import_keypair("port", self.keys.pub("port"))
+        if self.socket_activation:
+            # Debian's ssh.socket listens where its unit says; no generator
+            # moves it with sshd_config: the change is refused, unchanged,
+            # and 22 keeps serving.
+            self.cp_task("associate", {"keypair_name": "port", "server": {"id": vm_uuid(), "port": 2222}},
+                         want="FAILED", code="KPS.AGENT.SSHD_CONFIG_INVALID")
+            return
         problems = []
         for port in (2222, 22):
             self.cp_task("associate", {"keypair_name": "port", "server": {"id": vm_uuid(), "port": port}})
