@@ -38,7 +38,8 @@ def sandbox_dropin(box):
     """What the sandbox needs, whatever the layout: first in the drop-ins."""
     return (f"Port {box.port}\nListenAddress 127.0.0.1\n"
             f"HostKey {box.keys.get('host_ed25519', 'ed25519')}\nHostKey {box.keys.get('host_ecdsa', 'ecdsa')}\n"
-            f"PidFile {box.pidfile}\nUsePAM no\nStrictModes yes\nMaxStartups 100:30:200\nLogLevel VERBOSE\n")
+            f"PidFile {box.pidfile}\nUsePAM no\nStrictModes yes\nMaxStartups 100:30:200\nLogLevel VERBOSE\n"
+            + sb.PENALTIES_OFF)
 
 
 CRYPTO_POLICY = ("Ciphers aes256-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-ctr,aes128-gcm@openssh.com,"
