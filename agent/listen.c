@@ -139,7 +139,31 @@ long listen_foreign(const struct listeners *now, int port)
 	return -1;
 }
 
+bool listen_port_listed(int port)
+{
+	struct listeners now;
+	if (listen_read(&now) < 0)
+		return false;
+	bool found = false;
+	for (size_t i = 0; i < now.n && !found; i++)
+		found = now.v[i].port == port;
+	listen_free(&now);
+	return found;
+}
+
+static int trial_bind(const char *address, int port);
+
 int listen_port_free(const char *address, int port)
+{
+	int r = trial_bind(address, port);
+	/* The agent's sandbox may not bind a port below 1024 (no
+	 * CAP_NET_BIND_SERVICE) where sshd may: the table says then. */
+	if (r == -EACCES || r == -EPERM)
+		return listen_port_listed(port) ? -EADDRINUSE : 0;
+	return r;
+}
+
+static int trial_bind(const char *address, int port)
 {
 	char host[64];
 	size_t n = strlen(address);

@@ -35,7 +35,13 @@ bool listen_new_root(const struct listeners *now, const struct listeners *before
 /* Anyone but root listening on port: the uid, or -1 for none. */
 long listen_foreign(const struct listeners *now, int port);
 
+/* Does anyone listen on port, on any address (the kernel's tables)? */
+bool listen_port_listed(int port);
+
 /* Can sshd bind address:port? address as sshd -T prints a ListenAddress
  * ("0.0.0.0", "[::]", "127.0.0.1"). Tried the way sshd binds: SO_REUSEADDR,
- * IPV6_V6ONLY. 0 free, -EADDRINUSE taken, other -errno. */
+ * IPV6_V6ONLY. Where the agent itself may not bind the port (a port below
+ * 1024 without CAP_NET_BIND_SERVICE in its sandbox), a listener on the port
+ * in the kernel's tables counts as taken. 0 free, -EADDRINUSE taken, other
+ * -errno. */
 int listen_port_free(const char *address, int port);

@@ -54,7 +54,9 @@ static void test_port_free(void **s)
 	assert_int_equal(listen_port_free("127.0.0.1", port), -EADDRINUSE);
 	assert_int_equal(listen_port_free("0.0.0.0", port), -EADDRINUSE);
 	assert_int_equal(listen_port_free("not an address", port), -EINVAL);
+	assert_true(listen_port_listed(port));
 	close(fd);
+	assert_false(listen_port_listed(port));
 	assert_int_equal(listen_port_free("127.0.0.1", port), 0);
 }
 
