@@ -82,7 +82,12 @@ static int candidate_check(const struct config *cfg, struct plan *p, const struc
 	if (p->n_conf == 0 || !m->new)
 		return plan_check_effective(p, now, false, res);
 	char dir[CONFIG_PATH_MAX + 32], path[CONFIG_PATH_MAX + 64];
-	snprintf(dir, sizeof(dir), "%s/check.XXXXXX", cfg->state_dir);
+	/* mkdtemp's template: six placeholder letters it replaces. */
+	int n = snprintf(dir, sizeof(dir) - 6, "%s/check.", cfg->state_dir);
+	if (n < 0 || (size_t)n >= sizeof(dir) - 6)
+		return result_fail(res, ERR_IO_ERROR, "state dir path too long: %s", cfg->state_dir);
+	memset(dir + n, 'X', 6);
+	dir[n + 6] = '\0';
 	if (!mkdtemp(dir))
 		return result_fail(res, ERR_IO_ERROR, "cannot make a directory for the candidate in %s: %s",
 				   cfg->state_dir, strerror(errno));
