@@ -3,11 +3,9 @@
  * result per line out, in the order the lines came. Lines may carry a
  * password or a private key, so every byte that leaves an input buffer is
  * wiped where it was. */
-#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
-#include <termios.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -16,6 +14,7 @@
 #include <systemd/sd-daemon.h>
 
 #include "channel.h"
+#include "devport.h"
 #include "framing.h"
 #include "log.h"
 
@@ -64,8 +63,7 @@ struct channel {
 	size_t nclients;
 	char *line;
 	char *device;		/* owned: a SIGHUP frees the config it came from */
-	struct event *dev_timer;
-	bool dev_failed;	/* the last open failed and was logged */
+	struct devport *dev;
 	bool queue_full;	/* logged once per episode */
 };
 
@@ -307,19 +305,13 @@ static void channel_client_free(struct channel_client *cl)
 	free(cl);
 }
 
-static void channel_device_retry(struct channel *c);
-
-static void channel_client_close(struct channel_client *cl, const char *why)
+static void channel_client_close(struct channel_client *cl, const char *why, bool eof)
 {
-	struct channel *c = cl->c;
-	bool device = cl->device;
-	if (device && cl->seen_input)
-		log_info("channel: %s: the host went away (%s); reopening", cl->name, why);
+	if (cl->device)
+		devport_lost(cl->c->dev, bufferevent_getfd(cl->bev), eof, cl->seen_input);
 	else
 		log_debug("channel: %s: closed (%s)", cl->name, why);
 	channel_client_free(cl);
-	if (device)
-		channel_device_retry(c);
 }
 
 /* Only from the loop's own callbacks, where nothing of cl is in use. */
@@ -327,7 +319,7 @@ static void channel_client_finish(struct channel_client *cl)
 {
 	if (cl->eof && !cl->paused && cl->nslots == 0 && evbuffer_get_length(bufferevent_get_input(cl->bev)) == 0 &&
 	    evbuffer_get_length(bufferevent_get_output(cl->bev)) == 0)
-		channel_client_close(cl, "all answered");
+		channel_client_close(cl, "all answered", false);
 }
 
 static void channel_client_read(struct bufferevent *bev, void *arg)
@@ -336,7 +328,7 @@ static void channel_client_read(struct bufferevent *bev, void *arg)
 	(void)bev;
 	cl->seen_input = true;
 	if (channel_client_lines(cl) < 0)
-		channel_client_close(cl, "out of memory");
+		channel_client_close(cl, "out of memory", false);
 	else
 		channel_client_finish(cl);
 }
@@ -355,9 +347,9 @@ static void channel_client_event(struct bufferevent *bev, short what, void *arg)
 {
 	struct channel_client *cl = arg;
 	if (what & BEV_EVENT_ERROR) {
-		channel_client_close(cl, strerror(EVUTIL_SOCKET_ERROR()));
+		channel_client_close(cl, strerror(EVUTIL_SOCKET_ERROR()), false);
 	} else if ((what & BEV_EVENT_EOF) && cl->device) {
-		channel_client_close(cl, "end of file");
+		channel_client_close(cl, "end of file", true);
 	} else if (what & BEV_EVENT_EOF) {
 		cl->eof = true;
 		channel_client_read(bev, cl);
@@ -444,53 +436,10 @@ static void channel_accept(struct evconnlistener *l, evutil_socket_t fd, struct 
 		log_debug("channel: %s connected", name);
 }
 
-static int channel_device_open(struct channel *c)
-{
-	_cleanup_close_ int fd = open(c->device, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	/* A console-like port would otherwise echo tasks back to the host and
-	 * turn newlines into CRLF. */
-	if (isatty(fd)) {
-		struct termios t;
-		if (tcgetattr(fd, &t) < 0)
-			return -errno;
-		cfmakeraw(&t);
-		if (tcsetattr(fd, TCSANOW, &t) < 0)
-			return -errno;
-	}
-	/* cppcheck-suppress unreadVariable ; the _cleanup_ reads it */
-	return channel_client_new(c, TAKE_FD(fd), true, c->device);
-}
-
-/* A missing port or an absent host is normal (the VM boots before the
- * host listens): keep trying, say so once. */
-static void channel_device_try(evutil_socket_t fd, short what, void *arg)
+static int channel_device_attach(void *arg, int fd)
 {
 	struct channel *c = arg;
-	(void)fd;
-	(void)what;
-	int r = channel_device_open(c);
-	if (r == 0) {
-		if (c->dev_failed)
-			log_info("channel: %s is open", c->device);
-		else
-			log_debug("channel: %s is open", c->device);
-		c->dev_failed = false;
-		return;
-	}
-	if (!c->dev_failed)
-		log_warnx("channel: cannot open %s: %s; retrying every %d s", c->device, strerror(-r),
-			  CHANNEL_RETRY_S);
-	c->dev_failed = true;
-	channel_device_retry(c);
-}
-
-static void channel_device_retry(struct channel *c)
-{
-	struct timeval tv = { CHANNEL_RETRY_S, 0 };
-	if (evtimer_add(c->dev_timer, &tv) < 0)
-		log_warnx("channel: cannot arm the timer to reopen %s", c->device);
+	return channel_client_new(c, fd, true, c->device);
 }
 
 /* The socket systemd passed us for this path, if it did. */
@@ -614,8 +563,7 @@ void channel_free(struct channel *c)
 	free(c->device);
 	if (c->accept_timer)
 		event_free(c->accept_timer);
-	if (c->dev_timer)
-		event_free(c->dev_timer);
+	devport_free(c->dev);
 	if (c->line) {
 		explicit_bzero(c->line, CHANNEL_LINE_MAX);
 		free(c->line);
@@ -636,15 +584,17 @@ struct channel *channel_new(struct daemon *d)
 	c->device = strdup(cfg->device);
 	c->line = malloc(CHANNEL_LINE_MAX);
 	c->accept_timer = evtimer_new(c->base, channel_accept_again, c);
-	c->dev_timer = evtimer_new(c->base, channel_device_try, c);
-	if (!c->device || !c->line || !c->accept_timer || !c->dev_timer) {
+	if (!c->device || !c->line || !c->accept_timer) {
 		log_warnx("channel: out of memory");
 		channel_free(c);
 		return NULL;
 	}
 	/* The device first: once the socket exists, both are served. */
-	if (cfg->device[0])
-		channel_device_try(-1, 0, c);
+	if (cfg->device[0] && !(c->dev = devport_new(c->base, cfg->device, channel_device_attach, c))) {
+		log_warnx("channel: out of memory");
+		channel_free(c);
+		return NULL;
+	}
 	if (cfg->socket[0]) {
 		int r = channel_listen(c, cfg->socket);
 		if (r < 0) {

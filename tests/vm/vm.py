@@ -254,7 +254,10 @@ class Qemu:
             s.sendall((json.dumps(task) + "\n").encode())
             out = b""
             while not out.endswith(b"\n"):
-                chunk = s.recv(65536)
+                try:
+                    chunk = s.recv(65536)
+                except socket.timeout:
+                    raise Failure(f"no result on the virtio port within {timeout} s for {task.get('task_id')}")
                 if not chunk:
                     raise Failure("the virtio port closed before a result")
                 out += chunk
