@@ -9,8 +9,10 @@ vendor files) under the sandbox, with the sandbox's own settings (port,
 host keys, pid file, no PAM) in a drop-in of their own, since sshd reads
 relative Includes from its compiled-in /etc/ssh."""
 
+import json
 import os
 import re
+import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -188,6 +190,20 @@ def run_layout(box, agent, name):
         with open(box.keys_path()) as f:
             text = f.read()
         C.check(text.startswith(C.USER_LINE) and box.keys.pub("a").split()[1] in text, f"{name}: authorized_keys")
+
+    # `check` judges the whole candidate, wherever the block goes (the
+    # vendor layout's drop-in too), and changes nothing.
+    before = tree(root), open(box.keys_path()).read()
+    for server in ({"disable_password": True}, {"port": sb.free_port()}):
+        task = box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server=server)
+        p = subprocess.run([agent, "-c", box.agent_config, "check"], input=json.dumps(task).encode(),
+                              capture_output=True, timeout=120)
+        out = [l for l in p.stdout.decode().splitlines() if l.strip()]
+        res = json.loads(out[-1]) if out else {}
+        C.check(p.returncode == 0 and res.get("status") == "SUCCESS",
+                f"{name}: check {server}: exit {p.returncode}, {res}")
+        C.check(any(c.get("diff") for c in res.get("changes", [])), f"{name}: check {server} shows no change")
+        C.check((tree(root), open(box.keys_path()).read()) == before, f"{name}: check {server} changed files")
 
     C.expect(box, agent, box.task(keypair_name="kp1", public_key=box.keys.pub("a"), server={"disable_password": True}))
     C.check(not box.login_password(), f"{name}: password login still on after disable_password")
