@@ -863,13 +863,20 @@ static int check_port_free(struct apply *a)
 	return 0;
 }
 
-#define SSHD_SOCKET_GENERATOR "/usr/lib/systemd/system-generators/sshd-socket-generator"
+/* Socket activation: the port lives in ssh.socket. A generator derives
+ * its ListenStream from sshd_config: Ubuntu's own, or where the
+ * distribution has none (Debian 13) the package's, from the managed
+ * block's Port lines. Without either sshd's Port is not where sshd
+ * listens, and the change is refused before anything changes. */
+static const char *const socket_generators[] = {
+	"/usr/lib/systemd/system-generators/sshd-socket-generator",
+	"/lib/systemd/system-generators/sshd-socket-generator",
+	"/etc/systemd/system-generators/sshd-socket-generator",
+	"/usr/lib/systemd/system-generators/kps-agent-generator",
+	"/lib/systemd/system-generators/kps-agent-generator",
+	"/etc/systemd/system-generators/kps-agent-generator",
+};
 
-/* Socket activation: the port lives in ssh.socket. Ubuntu's generator
- * derives its ListenStream from sshd_config, so a port change moves it;
- * without one (Debian 13's ssh.socket listens where its unit says) sshd's
- * Port is not where sshd listens, and the change is refused before
- * anything changes. */
 static int check_socket_port(struct apply *a)
 {
 	if (!a->plan.port_change)
@@ -878,8 +885,11 @@ static int check_socket_port(struct apply *a)
 		sshd_units_query(&a->units);
 		a->units_known = true;
 	}
-	if (!a->units.ssh_socket_active || access(SSHD_SOCKET_GENERATOR, X_OK) == 0)
+	if (!a->units.ssh_socket_active)
 		return 0;
+	for (size_t i = 0; i < ELEMENTSOF(socket_generators); i++)
+		if (access(socket_generators[i], X_OK) == 0)
+			return 0;
 	return result_fail(a->res, ERR_SSHD_CONFIG_INVALID,
 			   "sshd is socket-activated (ssh.socket) and no generator derives the socket's ports from "
 			   "sshd_config: the port lives in the socket unit (systemctl edit ssh.socket), not in sshd_config");

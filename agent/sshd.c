@@ -1,5 +1,5 @@
-/* `sshd -T` for the effective settings, the pid file, and reloads by
- * signal, command or systemd (sd-bus). */
+/* `sshd -T` for the effective settings, the pid file, running sshd with a
+ * deadline. Reloads are in sshdreload.c. */
 #include <fcntl.h>
 #include <glob.h>
 #include <limits.h>
@@ -11,7 +11,6 @@
 
 #include <openssl/evp.h>
 
-#include <systemd/sd-bus.h>
 
 #include "log.h"
 #include "sshd.h"
@@ -19,8 +18,6 @@
 
 #define SSHD_T_TIMEOUT_MS 10000
 #define SSHD_OUTPUT_MAX ((size_t)1024 * 1024)
-#define RELOAD_COMMAND_TIMEOUT_MS 30000
-#define RELOAD_COMMAND_MAX_ARGS 32
 
 static int parse_bool(const char *v)
 {
@@ -482,221 +479,4 @@ pid_t sshd_running_pid(const struct sshd_settings *s)
 	if (kill((pid_t)pid, 0) < 0 && errno == ESRCH)
 		return 0;
 	return (pid_t)pid;
-}
-
-static void plan_add(struct reload_plan *plan, enum reload_step_kind kind, const char *arg)
-{
-	if (plan->n < RELOAD_MAX_STEPS)
-		plan->steps[plan->n++] = (struct reload_step){ kind, arg, NULL };
-}
-
-static int plan_systemd(const struct sshd_units *u, const char *unit, bool port_changed, struct reload_plan *plan)
-{
-	if (u->service_active)
-		plan_add(plan, STEP_BUS_RELOAD, unit);
-	/* The socket unit's ListenStream comes from sshd_config through a
-	 * generator: only a daemon-reload and a socket restart move the port. */
-	if (port_changed && u->ssh_socket_active) {
-		plan_add(plan, STEP_BUS_DAEMON_RELOAD, NULL);
-		plan_add(plan, STEP_BUS_RESTART, "ssh.socket");
-	}
-	/* Socket activation with no sshd running yet: the next connection
-	 * starts one that reads the new config; nothing to reload. */
-	return plan->n || u->ssh_socket_active ? 0 : -ENOENT;
-}
-
-int sshd_reload_plan(const struct config *cfg, const struct sshd_settings *s, const struct sshd_units *units,
-		     bool port_changed, struct reload_plan *plan)
-{
-	*plan = (struct reload_plan){ 0 };
-	switch (cfg->reload) {
-	case RELOAD_NONE:
-		return 0;
-	case RELOAD_PIDFILE:
-		plan_add(plan, STEP_SIGNAL, cfg->reload_arg);
-		return 0;
-	case RELOAD_COMMAND:
-		plan_add(plan, STEP_COMMAND, cfg->reload_arg);
-		return 0;
-	case RELOAD_SYSTEMD:
-		if (!units->bus)
-			return -ENOENT;
-		return plan_systemd(units, cfg->reload_arg, port_changed, plan);
-	case RELOAD_AUTO:
-		if (units->bus && (units->ssh_service || units->sshd_service)) {
-			const char *unit = units->ssh_service ? "ssh.service" : "sshd.service";
-			if (plan_systemd(units, unit, port_changed, plan) == 0)
-				return 0;
-		}
-		if (!s->pidfile || streq(s->pidfile, "none"))
-			return -ENOENT;
-		plan_add(plan, STEP_SIGNAL, s->pidfile);
-		return 0;
-	}
-	return -EINVAL;
-}
-
-int sshd_start_plan(const struct config *cfg, const struct sshd_units *units, struct reload_plan *plan)
-{
-	*plan = (struct reload_plan){ 0 };
-	bool systemd = units->bus && (cfg->reload == RELOAD_AUTO || cfg->reload == RELOAD_SYSTEMD);
-	if (systemd && units->ssh_socket_active && !units->service_active) {
-		plan_add(plan, STEP_BUS_RESTART, "ssh.socket");
-		return 0;
-	}
-	if (systemd && cfg->reload == RELOAD_SYSTEMD) {
-		plan_add(plan, STEP_BUS_RESTART, cfg->reload_arg);
-		return 0;
-	}
-	if (systemd && (units->ssh_service || units->sshd_service)) {
-		plan_add(plan, STEP_BUS_RESTART, units->ssh_service ? "ssh.service" : "sshd.service");
-		return 0;
-	}
-	bool vendor;
-	char buf[PATH_MAX];
-	snprintf(plan->config, sizeof(plan->config), "%s", sshd_main_config(cfg, buf, sizeof(buf), &vendor));
-	plan_add(plan, STEP_START_SSHD, cfg->sshd_binary);
-	plan->steps[0].arg2 = plan->config;
-	return 0;
-}
-
-#define SD_DEST "org.freedesktop.systemd1"
-#define SD_PATH "/org/freedesktop/systemd1"
-#define SD_MANAGER "org.freedesktop.systemd1.Manager"
-#define SD_UNIT "org.freedesktop.systemd1.Unit"
-
-static void bus_unrefp(sd_bus **b)
-{
-	sd_bus_flush_close_unref(*b);
-}
-
-/* LoadState and ActiveState of a unit, without loading it if unknown. */
-static void unit_state(sd_bus *bus, const char *unit, bool *loaded, bool *active)
-{
-	sd_bus_message *reply = NULL;
-	const char *path;
-	*loaded = *active = false;
-	if (sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "GetUnit", NULL, &reply, "s", unit) < 0)
-		return;
-	if (sd_bus_message_read(reply, "o", &path) >= 0) {
-		char *state = NULL;
-		*loaded = true;
-		if (sd_bus_get_property_string(bus, SD_DEST, path, SD_UNIT, "ActiveState", NULL, &state) >= 0)
-			*active = streq(state, "active") || streq(state, "reloading");
-		free(state);
-	}
-	sd_bus_message_unref(reply);
-}
-
-void sshd_units_query(struct sshd_units *u)
-{
-	*u = (struct sshd_units){ 0 };
-	_cleanup_(bus_unrefp) sd_bus *bus = NULL;
-	if (access("/run/systemd/system", F_OK) < 0 || sd_bus_open_system(&bus) < 0)
-		return;
-	u->bus = true;
-	bool active = false;
-	unit_state(bus, "ssh.service", &u->ssh_service, &active);
-	u->service_active = active;
-	if (!u->ssh_service) {
-		unit_state(bus, "sshd.service", &u->sshd_service, &active);
-		u->service_active = active;
-	}
-	bool socket_loaded;
-	unit_state(bus, "ssh.socket", &socket_loaded, &u->ssh_socket_active);
-}
-
-static int bus_step(const struct reload_step *step, char *msg, size_t msglen)
-{
-	_cleanup_(bus_unrefp) sd_bus *bus = NULL;
-	sd_bus_error error = SD_BUS_ERROR_NULL;
-	int r = sd_bus_open_system(&bus);
-	if (r >= 0) {
-		if (step->kind == STEP_BUS_DAEMON_RELOAD)
-			r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER, "Reload", &error, NULL, "");
-		else
-			r = sd_bus_call_method(bus, SD_DEST, SD_PATH, SD_MANAGER,
-					       step->kind == STEP_BUS_RELOAD ? "ReloadUnit" : "RestartUnit", &error,
-					       NULL, "ss", step->arg, "replace");
-	}
-	if (r < 0)
-		snprintf(msg, msglen, "systemd refused to %s %s: %s",
-			 step->kind == STEP_BUS_RESTART ? "restart" : "reload", step->arg ? step->arg : "itself",
-			 error.message ? error.message : strerror(-r));
-	sd_bus_error_free(&error);
-	return r < 0 ? r : 0;
-}
-
-static int signal_step(const char *pidfile, char *msg, size_t msglen)
-{
-	struct sshd_settings s = { .pidfile = (char *)pidfile };
-	pid_t pid = sshd_running_pid(&s);
-	if (pid <= 0) {
-		snprintf(msg, msglen, "no running sshd in pid file %s", pidfile);
-		return -ESRCH;
-	}
-	if (kill(pid, SIGHUP) < 0) {
-		int e = errno;
-		snprintf(msg, msglen, "cannot signal sshd (pid %ld): %s", (long)pid, strerror(e));
-		return -e;
-	}
-	return 0;
-}
-
-static int command_step(const char *cmdline, char *msg, size_t msglen)
-{
-	_cleanup_free_ char *copy = strdup(cmdline);
-	char *argv[RELOAD_COMMAND_MAX_ARGS + 1];
-	size_t n = 0;
-	if (!copy)
-		return -ENOMEM;
-	for (char *save = NULL, *t = strtok_r(copy, " \t", &save); t; t = strtok_r(NULL, " \t", &save)) {
-		if (n == RELOAD_COMMAND_MAX_ARGS)
-			return -E2BIG;
-		argv[n++] = t;
-	}
-	argv[n] = NULL;
-	if (n == 0)
-		return -EINVAL;
-	char err[200] = "";
-	int r = sshd_exec(argv, RELOAD_COMMAND_TIMEOUT_MS, NULL, err, sizeof(err));
-	if (r != 0)
-		snprintf(msg, msglen, "reload command %s %s%s%s", argv[0],
-			 r < 0 ? "could not run" : "failed", err[0] ? ": " : "", err);
-	return r == 0 ? 0 : -EIO;
-}
-
-static int start_step(const struct reload_step *step, char *msg, size_t msglen)
-{
-	char *argv[] = { (char *)step->arg, "-f", (char *)step->arg2, NULL };
-	char err[200] = "";
-	int r = sshd_exec(argv, RELOAD_COMMAND_TIMEOUT_MS, NULL, err, sizeof(err));
-	if (r != 0)
-		snprintf(msg, msglen, "cannot start %s: %s", step->arg, err[0] ? err : r < 0 ? strerror(-r) : "it failed");
-	return r == 0 ? 0 : -EIO;
-}
-
-int sshd_reload_run(const struct reload_plan *plan, char *msg, size_t msglen)
-{
-	for (size_t i = 0; i < plan->n; i++) {
-		const struct reload_step *step = &plan->steps[i];
-		int r;
-		switch (step->kind) {
-		case STEP_SIGNAL:
-			r = signal_step(step->arg, msg, msglen);
-			break;
-		case STEP_COMMAND:
-			r = command_step(step->arg, msg, msglen);
-			break;
-		case STEP_START_SSHD:
-			r = start_step(step, msg, msglen);
-			break;
-		default:
-			r = bus_step(step, msg, msglen);
-			break;
-		}
-		if (r < 0)
-			return r;
-	}
-	return 0;
 }

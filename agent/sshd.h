@@ -68,6 +68,8 @@ enum reload_step_kind {
 	STEP_BUS_RELOAD,	/* ReloadUnit(unit) */
 	STEP_BUS_DAEMON_RELOAD,	/* Reload() the manager: generators rerun */
 	STEP_BUS_RESTART,	/* RestartUnit(unit) */
+	STEP_BUS_STOP,		/* StopUnit(unit) */
+	STEP_BUS_START,		/* StartUnit(unit) */
 	STEP_SIGNAL,		/* SIGHUP to the pid in the pid file */
 	STEP_COMMAND,		/* exec argv */
 	STEP_START_SSHD,	/* exec the sshd binary (arg) with -f config (arg2): it daemonizes */
@@ -88,7 +90,7 @@ struct sshd_units {
 	bool ssh_socket_active;	/* ssh.socket listens (Ubuntu 22.10+): socket activation */
 };
 
-#define RELOAD_MAX_STEPS 4
+#define RELOAD_MAX_STEPS 6
 struct reload_plan {
 	struct reload_step steps[RELOAD_MAX_STEPS];
 	size_t n;

@@ -184,18 +184,36 @@ static void test_plan_auto(void **state)
 	assert_int_equal(sshd_reload_plan(&c, &s, &fedora, false, &plan), 0);
 	assert_string_equal(plan.steps[0].arg, "sshd.service");
 
-	/* Ubuntu 22.10+: socket activated; a port change reruns the generator
-	 * and restarts the socket, a password change only reloads. */
+	/* Ubuntu 22.10+, Debian 13 with ssh.socket: a port change reruns the
+	 * generators, stops the socket and the running sshd (which keeps the
+	 * old socket it was handed bound), then starts both; a password
+	 * change only reloads. */
 	struct sshd_units ubuntu = { .bus = true, .ssh_service = true, .service_active = true,
 				     .ssh_socket_active = true };
 	assert_int_equal(sshd_reload_plan(&c, &s, &ubuntu, true, &plan), 0);
-	assert_int_equal(plan.n, 3);
-	assert_int_equal(plan.steps[0].kind, STEP_BUS_RELOAD);
-	assert_int_equal(plan.steps[1].kind, STEP_BUS_DAEMON_RELOAD);
-	assert_int_equal(plan.steps[2].kind, STEP_BUS_RESTART);
-	assert_string_equal(plan.steps[2].arg, "ssh.socket");
+	assert_int_equal(plan.n, 5);
+	assert_int_equal(plan.steps[0].kind, STEP_BUS_DAEMON_RELOAD);
+	assert_int_equal(plan.steps[1].kind, STEP_BUS_STOP);
+	assert_string_equal(plan.steps[1].arg, "ssh.socket");
+	assert_int_equal(plan.steps[2].kind, STEP_BUS_STOP);
+	assert_string_equal(plan.steps[2].arg, "ssh.service");
+	assert_int_equal(plan.steps[3].kind, STEP_BUS_START);
+	assert_string_equal(plan.steps[3].arg, "ssh.socket");
+	assert_int_equal(plan.steps[4].kind, STEP_BUS_START);
+	assert_string_equal(plan.steps[4].arg, "ssh.service");
 	assert_int_equal(sshd_reload_plan(&c, &s, &ubuntu, false, &plan), 0);
 	assert_int_equal(plan.n, 1);
+	assert_int_equal(plan.steps[0].kind, STEP_BUS_RELOAD);
+
+	/* Socket activated, no sshd started yet, a port change: the socket
+	 * moves, the next connection starts sshd on it. */
+	struct sshd_units waiting = { .bus = true, .ssh_service = true, .ssh_socket_active = true };
+	assert_int_equal(sshd_reload_plan(&c, &s, &waiting, true, &plan), 0);
+	assert_int_equal(plan.n, 3);
+	assert_int_equal(plan.steps[1].kind, STEP_BUS_STOP);
+	assert_string_equal(plan.steps[1].arg, "ssh.socket");
+	assert_int_equal(plan.steps[2].kind, STEP_BUS_START);
+	assert_string_equal(plan.steps[2].arg, "ssh.socket");
 
 	/* Socket activated, no sshd started yet, no port change: nothing. */
 	struct sshd_units idle = { .bus = true, .ssh_service = true, .ssh_socket_active = true };

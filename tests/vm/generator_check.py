@@ -86,6 +86,67 @@ def tmpfiles_quiet(src):
         return ok
 
 
+BLOCK = ("# kps-agent: begin (managed by kps-agent, do not edit)\n{lines}# kps-agent: end\n")
+# name: (ports in the agent's block, or None for no block; ssh.socket
+# there; a distribution generator there; the block in the vendor drop-in;
+# the ListenStream lines wanted, or None for no drop-in)
+SOCKET_CASES = {
+    "socket-port": ([2222], True, False, False, ["", "2222"]),
+    "socket-two-ports": ([2222, 2200], True, False, False, ["", "2222", "2200"]),
+    "socket-vendor-dropin": ([2022], True, False, True, ["", "2022"]),
+    "socket-no-port-in-block": ([], True, False, False, None),
+    "socket-no-block": (None, True, False, False, None),
+    "socket-no-unit": ([2222], False, False, False, None),
+    "socket-distro-generator": ([2222], True, True, False, None),
+}
+
+
+def socket_dropins(src, tmp):
+    """ssh.socket follows the Port lines of the agent's block, only where
+    the distribution does not derive the socket from sshd_config itself.
+    A Port line outside the block is the administrator's: never copied."""
+    gen_in = open(os.path.join(src, "unit/kps-agent-generator.in")).read()
+    failed = 0
+    for name, (ports, unit, distro, vendor, want) in SOCKET_CASES.items():
+        d = os.path.join(tmp, name)
+        units, gens, ssh = (os.path.join(d, x) for x in ("units", "generators", "etc/ssh"))
+        for x in (units, gens, os.path.join(ssh, "sshd_config.d"), os.path.join(d, "etc/kps-agent"), os.path.join(d, "out")):
+            os.makedirs(x)
+        with open(os.path.join(d, "etc/kps-agent/kps-agent.conf"), "w") as f:
+            f.write(f"[sshd]\nconfig = {ssh}/sshd_config\n")
+        if unit:
+            open(os.path.join(units, "ssh.socket"), "w").write("[Socket]\nListenStream=22\n")
+        if distro:
+            g = os.path.join(gens, "sshd-socket-generator")
+            open(g, "w").write("#!/bin/sh\n")
+            os.chmod(g, 0o755)
+        block = "" if ports is None else BLOCK.format(lines="".join(f"Port {p}\n" for p in ports))
+        main_text = "Port 2299\nInclude /etc/ssh/sshd_config.d/*.conf\n"
+        if vendor:
+            open(os.path.join(ssh, "sshd_config.d/00-kps-agent.conf"), "w").write(block)
+        else:
+            main_text = block + main_text
+        open(os.path.join(ssh, "sshd_config"), "w").write(main_text)
+        gen = os.path.join(d, "generator")
+        text = gen_in.replace("@sysconfdir@", os.path.join(d, "etc"))
+        text = re.sub(r'^unit_dirs=.*$', f'unit_dirs="{units}"', text, flags=re.M)
+        text = re.sub(r'^generator_dirs=.*$', f'generator_dirs="{gens}"', text, flags=re.M)
+        open(gen, "w").write(text)
+        out = os.path.join(d, "out")
+        r = subprocess.run(["sh", gen, out, out, out], capture_output=True, text=True)
+        path = os.path.join(out, "ssh.socket.d/50-kps-agent-port.conf")
+        got = None
+        if os.path.exists(path):
+            got = [l.split("=", 1)[1] for l in open(path).read().splitlines() if l.startswith("ListenStream=")]
+            if "[Socket]" not in open(path).read():
+                got = ["no [Socket] section"]
+        ok = r.returncode == 0 and got == want
+        failed += not ok
+        print(f"{'PASS' if ok else 'FAIL'} {name}: ListenStream {got}, wanted {want}"
+              + (f"; exit {r.returncode}: {r.stderr.strip()}" if r.returncode else ""))
+    return failed
+
+
 def main():
     src = sys.argv[1]
     unit_text = open(os.path.join(src, "unit/kps-agent.service")).read()
@@ -97,6 +158,7 @@ def main():
     print("FAIL sh -n" if failed else "PASS sh -n")
     failed += not tmpfiles_quiet(src)
     with tempfile.TemporaryDirectory() as tmp:
+        failed += socket_dropins(src, tmp)
         for name, conf in CONFIGS.items():
             d = os.path.join(tmp, name)
             os.makedirs(os.path.join(d, "etc/kps-agent"))

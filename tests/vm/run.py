@@ -86,12 +86,14 @@ class Run:
     def dump_journal(self, name):
         """What the agent logged up to a failure, for whoever reads the CI log."""
         ok, out = ssh_key(self.q, "root", vm.harness_key(),
-                          "journalctl -b -o short-monotonic -u kps-agent -n 25 --no-pager", timeout=30)
+                          "journalctl -b -o short-monotonic -u kps-agent -n 25 --no-pager; "
+                          "journalctl -b -o short-monotonic -u ssh.socket -u ssh.service -n 12 --no-pager; "
+                          "ss -ltnp | grep -E ':(22|2222) '", timeout=30)
         for line in (out if ok else "(no journal: " + out.strip()[-200:] + ")").splitlines():
             print(f"info {self.name} after {name}: {line}", flush=True)
 
-    def root(self, cmd, timeout=120):
-        ok, out = ssh_key(self.q, "root", vm.harness_key(), cmd, timeout=timeout)
+    def root(self, cmd, timeout=120, port=22):
+        ok, out = ssh_key(self.q, "root", vm.harness_key(), cmd, guest_port=port, timeout=timeout)
         if not ok:
             raise Failure(f"guest command failed: {cmd}: {out.strip()[-500:]}")
         return out
@@ -322,10 +324,10 @@ class Run:
         problems = []
         for port in (2222, 22):
             self.cp_task("associate", {"keypair_name": "port", "server": {"id": vm_uuid(), "port": port}})
-            if self.sshd_socket_active():
+            if self.sshd_socket_active(port):
                 # Debian's ssh.socket has no generator of its own: the
                 # package's moves it, and the unit says so.
-                listen = self.root("systemctl show -P Listen ssh.socket")
+                listen = self.root("systemctl show -P Listen ssh.socket", port=port)
                 if f":{port} " not in listen + " ":
                     problems.append(f"port {port}: ssh.socket listens on {listen.strip()!r}")
             t = time.monotonic()
@@ -357,8 +359,8 @@ class Run:
         if problems:
             raise Failure("; ".join(problems))
 
-    def sshd_socket_active(self):
-        return self.root("systemctl is-active ssh.socket; true").strip() == "active"
+    def sshd_socket_active(self, port=22):
+        return self.root("systemctl is-active ssh.socket; true", port=port).strip() == "active"
 
     def socket_port_change(self):
         """Debian 13 and later with ssh.socket (socket activation), which
