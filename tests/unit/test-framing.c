@@ -188,6 +188,39 @@ static void test_tasklist_bad(void **st)
 	assert_int_equal(s.n, 0);
 }
 
+/* What cJSON would read past or change: data after the answer, a second
+ * "tasks" (cJSON takes the first; a reader taking the last would run other
+ * tasks), a NUL byte, and the escape \u0000, at which cJSON ends a string:
+ * the task handed on would lose the rest of that field, and task_parse,
+ * which refuses the escape on the local channel, would never see it. The
+ * answer is refused whole, before any task of it runs. */
+static void test_tasklist_ambiguous(void **st)
+{
+	(void)st;
+	static const char *const bad[] = {
+		"{\"tasks\": [{}]}garbage",
+		"{\"tasks\": [{}]} {\"tasks\": [{}]}",
+		"{\"tasks\": [{}]}]",
+		"{\"tasks\": [], \"tasks\": [{}]}",
+		"{\"tasks\": [{\"user\": \"alice\\u0000x\"}]}",
+		"{\"tasks\": [{\"a\\u0000\": 1}]}",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		struct seen s = { 0 };
+		assert_int_equal(parse(bad[i], &s), -EBADMSG);
+		assert_int_equal(s.n, 0);
+	}
+	static const char nul[] = "{\"tasks\": [{}]}\0{\"tasks\": [{}]}";
+	struct seen s = { 0 };
+	assert_int_equal(tasklist_parse(nul, sizeof(nul) - 1, each, &s), -EBADMSG);
+	assert_int_equal(s.n, 0);
+	/* White space after the answer is not data; an escaped backslash
+	 * before "u0000" is no escape of a NUL. */
+	assert_int_equal(parse("{\"tasks\": [{\"a\": \"\\\\u0000\"}]} \r\n\t", &s), 0);
+	assert_int_equal(s.n, 1);
+	assert_string_equal(s.text[0], "{\"a\":\"\\\\u0000\"}");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -198,6 +231,7 @@ int main(void)
 		cmocka_unit_test(test_tasklist),
 		cmocka_unit_test(test_tasklist_stop),
 		cmocka_unit_test(test_tasklist_bad),
+		cmocka_unit_test(test_tasklist_ambiguous),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
