@@ -1,29 +1,13 @@
 /* authorized_keys text: parse into lines, add and remove the entries the
  * agent manages, serialise. Pure: no file I/O. Lines the agent did not add
- * come back byte for byte and in order. */
+ * come back byte for byte and in order. The keys themselves are pubkey.h's;
+ * authkeys.c edits the text, authkeysline.c reads one line. */
 #pragma once
 
+#include "pubkey.h"
 #include "util.h"
 
 #define AUTHKEYS_MARKER "# kps-agent:"
-
-/* An SSH public key as it stands on a line: type, base64 blob, comment. */
-struct pubkey {
-	char *type;		/* "ssh-ed25519", "ecdsa-sha2-nistp256", ... */
-	char *base64;		/* the blob as written */
-	char *comment;		/* NULL when none */
-	char *fingerprint;	/* "SHA256:..." as ssh-keygen -l prints it */
-};
-
-/* Parses one public key line "type base64 [comment]" (no options, no
- * newline, no NUL, no control characters) and checks that the blob decodes
- * to a key of that type (libssh). Returns 0 or -EINVAL. */
-int pubkey_parse(const char *text, size_t len, struct pubkey *key);
-/* "type base64[ comment]" */
-char *pubkey_format(const struct pubkey *key);
-void pubkey_free(struct pubkey *key);
-/* Same key: type and blob equal (the comment does not count). */
-bool pubkey_equal(const struct pubkey *a, const struct pubkey *b);
 
 struct authkeys;
 

@@ -50,12 +50,48 @@ static void wipe_deletep(cJSON **root)
 	task_json_wipe_delete(*root);
 }
 
+/* The raw answer before cJSON reads it: cJSON ends a string at a NUL and
+ * at the escape \u0000, and the task handed on would lose the rest of that
+ * field without task_parse, which refuses the escape, ever seeing it. */
+static bool tasklist_text_ok(const char *body, size_t len)
+{
+	bool in_string = false;
+	if (memchr(body, '\0', len))
+		return false;
+	for (size_t i = 0; i < len; i++) {
+		if (in_string && body[i] == '\\') {
+			if (len - i > 5 && memcmp(body + i + 1, "u0000", 5) == 0)
+				return false;
+			i++;
+		} else if (body[i] == '"') {
+			in_string = !in_string;
+		}
+	}
+	return true;
+}
+
+/* Nothing but white space after the answer, and one "tasks": cJSON would
+ * take the first of two, a reader taking the last other tasks. */
+static bool tasklist_whole(const cJSON *root, const char *end, const char *body_end)
+{
+	unsigned n = 0;
+	const cJSON *c;
+	while (end < body_end && (*end == ' ' || *end == '\t' || *end == '\r' || *end == '\n'))
+		end++;
+	cJSON_ArrayForEach(c, root)
+		n += c->string && streq(c->string, "tasks");
+	return end == body_end && n == 1;
+}
+
 int tasklist_parse(const char *body, size_t len,
 		   int (*each)(const char *text, size_t text_len, unsigned index, void *arg), void *arg)
 {
-	_cleanup_(wipe_deletep) cJSON *root = cJSON_ParseWithLength(body, len);
+	if (!tasklist_text_ok(body, len))
+		return -EBADMSG;
+	const char *end = NULL;
+	_cleanup_(wipe_deletep) cJSON *root = cJSON_ParseWithLengthOpts(body, len, &end, false);
 	const cJSON *tasks = cJSON_GetObjectItemCaseSensitive(root, "tasks");
-	if (!cJSON_IsObject(root) || !cJSON_IsArray(tasks))
+	if (!cJSON_IsObject(root) || !cJSON_IsArray(tasks) || !tasklist_whole(root, end, body + len))
 		return -EBADMSG;
 	unsigned i = 0;
 	const cJSON *t;

@@ -43,6 +43,8 @@ struct frame framer_next(struct framer *f, const char tail[2], size_t avail, ssi
  * answer: an object as compact JSON text (the callee may keep nothing of
  * it: it is wiped and freed after the call), anything else with text NULL
  * (index counts from 1). A negative return stops the walk and is returned.
- * -EBADMSG: the answer is not an object with an array "tasks". */
+ * -EBADMSG: the answer is not an object with one array "tasks" and
+ * nothing but white space after it, or it holds a NUL byte or the escape
+ * \u0000 (cJSON would cut a string there). */
 int tasklist_parse(const char *body, size_t len,
 		   int (*each)(const char *text, size_t text_len, unsigned index, void *arg), void *arg);

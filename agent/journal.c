@@ -1,6 +1,7 @@
-/* results/<task_id>.json, outbox/<task_id>.json and inflight.json (the backups) in the state dir.
- * Everything written here is fsync'd before the agent acts on it. */
-#include <dirent.h>
+/* results/<task_id>.json, outbox/<task_id>.json and inflight.json (the
+ * backups) in the state dir: the durable records. Everything written here
+ * is fsync'd before the agent acts on it. Records are found through
+ * journalcache.c's index. */
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
@@ -162,99 +163,12 @@ int journal_outbox_put(struct journal *j, const struct result *res)
 	return r < 0 ? r : stamp(&j->outbox, name);
 }
 
-struct entry {
-	char *id;
-	struct timespec mtime;
-};
-
-static int entry_cmp(const void *a, const void *b)
-{
-	const struct entry *x = a, *y = b;
-	if (x->mtime.tv_sec != y->mtime.tv_sec)
-		return x->mtime.tv_sec < y->mtime.tv_sec ? -1 : 1;
-	if (x->mtime.tv_nsec != y->mtime.tv_nsec)
-		return x->mtime.tv_nsec < y->mtime.tv_nsec ? -1 : 1;
-	return strcmp(x->id, y->id);
-}
-
-static void entries_free(struct entry *v, size_t n)
-{
-	for (size_t i = 0; i < n; i++)
-		free(v[i].id);
-	free(v);
-}
-
-/* The task ids stored in dir as <id>.json, oldest first. Any id the
- * contract allows is a name here, "." and ".." and "-x" included; a temp
- * file of safefile_replace never ends in .json. */
-static int list_entries(const struct safefile_dir *dir, struct entry **ret, size_t *ret_n)
-{
-	int fd = openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	DIR *d = fdopendir(fd);
-	if (!d) {
-		close(fd);
-		return -errno;
-	}
-	struct entry *v = NULL;
-	size_t n = 0;
-	int r = 0;
-	for (struct dirent *e; r == 0 && (e = readdir(d));) {
-		size_t len = strlen(e->d_name);
-		char id[TASK_ID_MAX + 1];
-		struct stat st;
-		if (len <= 5 || len - 5 > TASK_ID_MAX || !streq(e->d_name + len - 5, ".json"))
-			continue;
-		snprintf(id, sizeof(id), "%.*s", (int)(len - 5), e->d_name);
-		if (!str_is_token(id, TASK_ID_MAX) || fstatat(fd, e->d_name, &st, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    !S_ISREG(st.st_mode))
-			continue;
-		struct entry *nv = realloc(v, (n + 1) * sizeof(*v));
-		if (!nv) {
-			r = -ENOMEM;
-			break;
-		}
-		v = nv;
-		v[n] = (struct entry){ strdup(id), st.st_mtim };
-		if (!v[n++].id)
-			r = -ENOMEM;
-	}
-	closedir(d);
-	if (r < 0) {
-		entries_free(v, n);
-		return r;
-	}
-	if (n > 1)
-		qsort(v, n, sizeof(*v), entry_cmp);
-	*ret = v;
-	*ret_n = n;
-	return 0;
-}
-
 static bool in_outbox(const struct journal *j, const char *task_id)
 {
 	char name[TASK_ID_MAX + 8];
 	struct stat st;
 	result_name(task_id, name, sizeof(name));
 	return fstatat(j->outbox.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
-}
-
-/* How many names dir holds, "." and ".." aside: cheap, no stat. */
-static size_t count_names(const struct safefile_dir *dir)
-{
-	int fd = openat(dir->fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	DIR *d = fd < 0 ? NULL : fdopendir(fd);
-	size_t n = 0;
-	if (!d) {
-		if (fd >= 0)
-			close(fd);
-		return SIZE_MAX;
-	}
-	for (struct dirent *e; (e = readdir(d));)
-		n += !streq(e->d_name, ".") && !streq(e->d_name, "..");
-	closedir(d);
-	return n;
 }
 
 /* The result's hold_until is still ahead: its task may come again. */
@@ -274,11 +188,11 @@ static bool held(const struct journal *j, const char *task_id)
 
 int journal_prune(struct journal *j, const char *keep_id)
 {
-	struct entry *v = NULL;
+	struct journal_entry *v = NULL;
 	size_t n = 0, acked = 0;
-	if (count_names(&j->results) <= j->keep)
+	if (journalcache_count(&j->results) <= j->keep)
 		return 0;
-	int r = list_entries(&j->results, &v, &n);
+	int r = journalcache_list(&j->results, &v, &n);
 	if (r < 0)
 		return r;
 	/* Newest first: the first results_keep acknowledged ones stay. */
@@ -292,20 +206,20 @@ int journal_prune(struct journal *j, const char *keep_id)
 		if (unlinkat(j->results.fd, name, 0) < 0 && errno != ENOENT && r == 0)
 			r = -errno;
 	}
-	entries_free(v, n);
+	journalcache_entries_free(v, n);
 	return r;
 }
 
 int journal_outbox_list(struct journal *j, struct strv *ids)
 {
-	struct entry *v = NULL;
+	struct journal_entry *v = NULL;
 	size_t n = 0;
-	int r = list_entries(&j->outbox, &v, &n);
+	int r = journalcache_list(&j->outbox, &v, &n);
 	for (size_t i = 0; r == 0 && i < n; i++) {
 		r = strv_push_take(ids, v[i].id);
 		v[i].id = NULL;
 	}
-	entries_free(v, n);
+	journalcache_entries_free(v, n);
 	return r;
 }
 
@@ -501,45 +415,3 @@ void backup_free(struct backup *b)
 	*b = (struct backup){ 0 };
 }
 
-#define CACHE_MAX ((size_t)1024 * 1024)
-
-static void cache_name(const char *name, char *out, size_t size)
-{
-	snprintf(out, size, "cache.%s", name);
-}
-
-int journal_cache_get(struct journal *j, const char *name, const char *key, char **value, size_t *len)
-{
-	char file[NAME_MAX + 1], msg[128];
-	_cleanup_free_ char *text = NULL;
-	size_t n;
-	struct safefile_stat st;
-	cache_name(name, file, sizeof(file));
-	int r = safefile_read(&j->dir, file, CACHE_MAX, &text, &n, &st, msg, sizeof(msg));
-	if (r < 0)
-		return r;
-	size_t klen = strlen(key);
-	if (!st.exists || n <= klen || memcmp(text, key, klen) != 0 || text[klen] != '\n')
-		return -ENOENT;
-	*len = n - klen - 1;
-	*value = malloc(*len + 1);
-	if (!*value)
-		return -ENOMEM;
-	memcpy(*value, text + klen + 1, *len);
-	(*value)[*len] = '\0';
-	return 0;
-}
-
-int journal_cache_put(struct journal *j, const char *name, const char *key, const char *value, size_t len)
-{
-	char file[NAME_MAX + 1];
-	_cleanup_buf_ struct buf b = { 0 };
-	cache_name(name, file, sizeof(file));
-	int r = buf_printf(&b, "%s\n", key);
-	if (r == 0)
-		r = buf_append(&b, value, len);
-	/* A cache needs no fsync: a lost entry costs one sshd -T. */
-	if (r == 0)
-		r = safefile_replace_nosync(&j->dir, file, b.data, b.len, 0600);
-	return r;
-}

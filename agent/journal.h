@@ -1,9 +1,12 @@
-/* The state dir: the lock that serialises tasks, the journal of results by
- * task_id, and the backups of the task in hand. */
+/* The state dir's durable records (journal.c): the lock that serialises
+ * tasks, the journal of results by task_id, the outbox, and the backups of
+ * the task in hand; each is fsync'd before the agent acts on it. The index
+ * that finds records and the sshd -T cache are journalcache.h's. */
 #pragma once
 
 #include <sys/types.h>
 
+#include "journalcache.h"
 #include "safefile.h"
 #include "task.h"
 
@@ -76,8 +79,4 @@ int journal_backup_read(struct journal *j, struct backup *b);
 int journal_backup_clear(struct journal *j);
 int backup_add(struct backup *b, const struct backup_file *f);
 
-/* A small cache in the state dir: name -> (key, value). journal_cache_get
- * gives the value only when it was stored under the same key. */
-int journal_cache_get(struct journal *j, const char *name, const char *key, char **value, size_t *len);
-int journal_cache_put(struct journal *j, const char *name, const char *key, const char *value, size_t len);
 void backup_free(struct backup *b);

@@ -72,5 +72,8 @@ int safefile_remove(const struct safefile_dir *dir, const char *name);
 /* Removes dir itself when it is empty (for a ~/.ssh the agent created). */
 int safefile_remove_dir(struct safefile_dir *dir);
 
+/* A stat as safefile_stat holds it (exists set). */
+void safefile_stat_from(struct safefile_stat *out, const struct stat *st);
+
 /* Maps a safefile error to "unsafe" (true) or an I/O failure (false). */
 bool safefile_error_is_unsafe(int r);

@@ -1,6 +1,7 @@
 /* libselinux for file contexts, libsepol for the loaded policy's port
  * records. Built without them (meson -Dselinux=disabled) SELinux is off. */
 #include <fcntl.h>
+#include <limits.h>
 #include <sys/stat.h>
 
 #include "selinux.h"
@@ -51,6 +52,23 @@ void selinux_create_done(void)
 {
 	if (selinux_on())
 		setfscreatecon(NULL);
+}
+
+/* The directory's path is the kernel's, from /proc/self/fd: what the fd
+ * names now, whatever path led to it. */
+int selinux_create_at(int dirfd, const char *name, mode_t mode)
+{
+	if (!selinux_on())
+		return 0;
+	char link[64], dir[PATH_MAX], path[PATH_MAX];
+	snprintf(link, sizeof(link), "/proc/self/fd/%d", dirfd);
+	ssize_t n = readlink(link, dir, sizeof(dir) - 1);
+	if (n < 0)
+		return -errno;
+	dir[n] = '\0';
+	if (snprintf(path, sizeof(path), "%s/%s", streq(dir, "/") ? "" : dir, name) >= (int)sizeof(path))
+		return -ENAMETOOLONG;
+	return selinux_create_as(path, mode);
 }
 
 struct port_walk {
@@ -140,6 +158,14 @@ int selinux_create_as(const char *path, mode_t mode)
 
 void selinux_create_done(void)
 {
+}
+
+int selinux_create_at(int dirfd, const char *name, mode_t mode)
+{
+	(void)dirfd;
+	(void)name;
+	(void)mode;
+	return 0;
 }
 
 int selinux_port_type(int port, char *type, size_t size)

@@ -17,7 +17,7 @@
  * refused, the password state) and prints their medians.
  *
  * Build: cc -std=gnu11 -D_GNU_SOURCE -Iagent tests/integration/proof-check.c
- *        agent/proof.c agent/util.c -lssh */
+ *        agent/proof.c agent/proofctx.c agent/proofkey.c agent/util.c -lssh */
 #include <getopt.h>
 #include <netdb.h>
 #include <sys/socket.h>

@@ -754,10 +754,80 @@ static void test_penalty_exempt_line(void **state)
 	assert_int_equal(sshdconf_block_write("", 0, &bad, &out, &len), -EINVAL);
 }
 
+/* sshdconf_next: each directive as sshd reads it, in order, with its
+ * line number; "want" lists "line keyword arg|arg|..." one per directive. */
+static void walk_is(const char *text, size_t len, const char *const *want, size_t n_want, int last)
+{
+	struct sshdconf_directive d = { 0 };
+	size_t pos = 0, i = 0;
+	int r;
+	while ((r = sshdconf_next(text, len, &pos, &d)) > 0) {
+		char got[256];
+		int k = snprintf(got, sizeof(got), "%u %s", d.line, d.keyword);
+		for (size_t a = 0; a < d.args.n; a++)
+			k += snprintf(got + k, sizeof(got) - (size_t)k, "%s%s", a ? "|" : " ", d.args.v[a]);
+		assert_true(i < n_want);
+		assert_string_equal(got, want[i]);
+		i++;
+	}
+	strv_free(&d.args);
+	assert_int_equal(r, last);
+	assert_int_equal(i, n_want);
+}
+
+#define WALK(text, last, ...)                                                                   \
+	do {                                                                                    \
+		static const char *const w_[] = { __VA_ARGS__ };                              \
+		walk_is(text, sizeof(text) - 1, w_, ELEMENTSOF(w_), last);                      \
+	} while (0)
+
+static void test_next_tokens(void **state)
+{
+	(void)state;
+	/* Comments, blanks and a '#' word end nothing but the line's arguments. */
+	WALK("# comment\n\n  Port 22 # trailing\n", 0, "3 Port 22");
+	/* '=' with or without blanks around it; the keyword as written. */
+	WALK("Port=22\nport = 23\nPORT\t=\t24\n", 0, "1 Port 22", "2 port 23", "3 PORT 24");
+	/* Quotes: around the keyword they go; around an argument they keep
+	 * its blanks; a backslash escapes a quote. */
+	WALK("\"Include\" \"/etc/ssh/a b.conf\" c\n", 0, "1 Include /etc/ssh/a b.conf|c");
+	WALK("Banner 'x y' \"a\\\"b\"\n", 0, "1 Banner x y|a\"b");
+	/* CRLF, form feeds and trailing blanks are not part of the last
+	 * argument; a NUL ends the line for sshd. */
+	WALK("Port 22\r\nPort 23 \f\r\n", 0, "1 Port 22", "2 Port 23");
+	WALK("Port 22\0 23\nPort 24\n", 0, "1 Port 22", "2 Port 24");
+	/* A keyword sshd would not hold is no directive. */
+	WALK("Xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx 1\nPort 2\n", 0, "2 Port 2");
+	/* An unmatched quote in the arguments is an error sshd makes too. */
+	WALK("Port 22\nBanner \"abc\nPort 23\n", -EBADMSG, "1 Port 22");
+	/* The last line needs no terminator. */
+	WALK("Port 22", 0, "1 Port 22");
+}
+
+static void test_next_match(void **state)
+{
+	(void)state;
+	/* Match lines are directives like any other: the walker (planmatch.c,
+	 * sshdmatch.c) decides what they cover. Indentation means nothing. */
+	WALK("PasswordAuthentication no\n"
+	     "Match User alice,bob Address 10.0.0.0/8\r\n"
+	     "\tPasswordAuthentication yes\n"
+	     "Match all\n"
+	     "  KbdInteractiveAuthentication=no\n",
+	     0, "1 PasswordAuthentication no", "2 Match User|alice,bob|Address|10.0.0.0/8",
+	     "3 PasswordAuthentication yes", "4 Match all", "5 KbdInteractiveAuthentication no");
+	/* The managed block is read like the admin's lines. */
+	WALK(SSHDCONF_BEGIN "\nPort 2222\n" SSHDCONF_END "\n", 0, "2 Port 2222");
+	/* Invalid UTF-8 passes through as bytes. */
+	WALK("Banner \xff\xfe\n", 0, "1 Banner \xff\xfe");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_penalty_exempt_line),
+		cmocka_unit_test(test_next_tokens),
+		cmocka_unit_test(test_next_match),
 		cmocka_unit_test(test_debian_stock),
 		cmocka_unit_test(test_insert_empty),
 		cmocka_unit_test(test_insert_comment_only),
