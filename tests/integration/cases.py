@@ -552,18 +552,23 @@ def hard_link_to_a_file_the_user_cannot_read(box, agent):
     reset_home(box, USER_LINE)
     os.unlink(box.keys_path())
     for mode in (0o600, 0o400):
-        src = os.path.join(box.dir, f"root-secret-{mode:o}")
+        # In the home, not the sandbox: a hard link cannot cross from /run
+        # (a tmpfs on any systemd machine) to /home.
+        src = os.path.join(box.home(), f"root-secret-{mode:o}")
         with open(src, "w") as f:
             f.write("root's secret line\n")
         os.chmod(src, mode)
-        os.link(src, box.keys_path())
         try:
-            for t in (box.task(keypair_name="kp1", public_key=box.keys.pub("a")), box.task("disassociate")):
-                unchanged_after(box, agent, t, "UNSAFE_PATH")
+            os.link(src, box.keys_path())
+            try:
+                for t in (box.task(keypair_name="kp1", public_key=box.keys.pub("a")), box.task("disassociate")):
+                    unchanged_after(box, agent, t, "UNSAFE_PATH")
+            finally:
+                os.unlink(box.keys_path())
+            with open(src) as f:
+                check(f.read() == "root's secret line\n", "the linked file changed")
         finally:
-            os.unlink(box.keys_path())
-        with open(src) as f:
-            check(f.read() == "root's secret line\n", "the linked file changed")
+            os.unlink(src)
 
 
 @case

@@ -1,6 +1,7 @@
 /* sshdconf: the managed block and the Port lines, against texts shaped like
  * the ones found on real machines, and against the real sshd when there is
  * one. */
+#include <ctype.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -658,6 +659,9 @@ static bool sshd_effective(const char *config, const char *user, struct sshd_eff
 	while (fgets(line, sizeof(line), p)) {
 		char val[64];
 		assert_int_equal(buf_puts(&all, line), 0);
+		/* OpenSSH 10.4+ prints keywords in mixed case (PasswordAuthentication). */
+		for (char *c = line; *c && *c != ' '; c++)
+			*c = (char)tolower((unsigned char)*c);
 		if (sscanf(line, "passwordauthentication %63s", val) == 1)
 			snprintf(e->password, sizeof(e->password), "%s", val);
 		if (sscanf(line, "kbdinteractiveauthentication %63s", val) == 1)
