@@ -338,10 +338,10 @@ static int reload(struct apply *a, bool stage1)
 	struct reload_plan plan;
 	if (!a->running)
 		return 0;
-	if (!a->units_known) {
-		sshd_units_query(&a->units);
-		a->units_known = true;
-	}
+	/* Asked again: a connection since the first look (the proof's own,
+	 * under socket activation) may have started sshd. */
+	sshd_units_query(&a->units);
+	a->units_known = true;
 	int r = sshd_reload_plan(a->cfg, &a->sshd, &a->units, a->plan.port_change, &plan);
 	if (r < 0)
 		return result_fail(a->res, ERR_RELOAD_FAILED, "no way to reload sshd: no systemd unit, no pid file");
@@ -656,6 +656,7 @@ static int reload_back(struct apply *a)
 	char msg[RESULT_MSG_MAX] = "";
 	struct listeners before = { 0 };
 	bool seen = listen_read(&before) == 0;
+	sshd_units_query(&a->units);
 	int r = sshd_reload_plan(a->cfg, &a->sshd, &a->units, a->plan.port_change, &plan);
 	if (r == 0)
 		r = sshd_reload_run(&plan, msg, sizeof(msg));
@@ -672,6 +673,7 @@ static int reload_back(struct apply *a)
 	listen_free(&before);
 	seen = listen_read(&before) == 0;
 	log_warnx("rollback: sshd does not serve on port %d (%s); starting it", a->listen_ports[0], msg);
+	sshd_units_query(&a->units);
 	sshd_start_plan(a->cfg, &a->units, &plan);
 	r = sshd_reload_run(&plan, msg, sizeof(msg));
 	bool ok = r == 0 && serving_again(a, seen ? &before : NULL, msg, sizeof(msg));

@@ -126,6 +126,25 @@ static int include_arg(const char *arg, struct standin *sv, size_t n, struct buf
 	return r;
 }
 
+/* One Include line of the candidate, its arguments expanded into out; the
+ * line as it was when a name cannot be written or nothing is found. */
+static int candidate_include(const struct sshdconf_directive *d, const char *line, size_t len, struct standin *sv,
+			     size_t n, struct buf *out, bool *exact)
+{
+	size_t mark = out->len;
+	int r = buf_puts(out, "Include");
+	for (size_t i = 0; r >= 0 && i < d->args.n; i++)
+		r = include_arg(d->args.v[i], sv, n, out);
+	if (r >= 0)
+		r = buf_puts(out, "\n");
+	if (r == -EINVAL || (r >= 0 && out->len == mark + strlen("Include\n"))) {
+		*exact &= r != -EINVAL;
+		out->len = mark;
+		r = buf_append(out, line, len);
+	}
+	return r;
+}
+
 /* The main file as it would be, its Include lines expanded (see above). */
 static int candidate_text(const struct plan *p, struct standin *sv, size_t n, struct buf *out, bool *exact)
 {
@@ -138,23 +157,10 @@ static int candidate_text(const struct plan *p, struct standin *sv, size_t n, st
 		struct sshdconf_directive d = { 0 };
 		size_t at = 0;
 		int r = sshdconf_next(text + pos, end - pos, &at, &d);
-		if (r == 1 && !strcasecmp(d.keyword, "Include") && d.args.n > 0) {
-			size_t mark = out->len;
-			r = buf_puts(out, "Include");
-			for (size_t i = 0; r >= 0 && i < d.args.n; i++)
-				r = include_arg(d.args.v[i], sv, n, out);
-			if (r >= 0)
-				r = buf_puts(out, "\n");
-			/* Names that cannot be written, or nothing found: the
-			 * line as it was. */
-			if (r == -EINVAL || (r >= 0 && out->len == mark + strlen("Include\n"))) {
-				*exact &= r != -EINVAL;
-				out->len = mark;
-				r = buf_append(out, text + pos, end - pos);
-			}
-		} else {
-			r = r < 0 ? r : buf_append(out, text + pos, end - pos);
-		}
+		if (r == 1 && !strcasecmp(d.keyword, "Include") && d.args.n > 0)
+			r = candidate_include(&d, text + pos, end - pos, sv, n, out, exact);
+		else if (r >= 0)
+			r = buf_append(out, text + pos, end - pos);
 		strv_free(&d.args);
 		if (r < 0)
 			return r;

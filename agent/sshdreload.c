@@ -27,15 +27,16 @@ static int plan_systemd(const struct sshd_units *u, const char *unit, bool port_
 	/* The socket unit's ListenStream comes from sshd_config through a
 	 * generator (the distribution's, or kps-agent-generator): a
 	 * daemon-reload and a new start of the socket move the port. A running
-	 * sshd (Accept=no) holds the socket it was handed and keeps it bound:
-	 * the socket stops first (no activation with the old one meanwhile),
-	 * then sshd (its sessions stay: KillMode=process), and both start
-	 * again, sshd with the new sockets. */
+	 * sshd (Accept=no) holds the socket it was handed and keeps it bound,
+	 * and systemd refuses to start a socket whose service runs: the socket
+	 * stops first (no activation with the old one meanwhile), then sshd
+	 * (its sessions stay: KillMode=process) whether or not it ran when
+	 * the units were asked (a connection since, the proof's own, may have
+	 * started it), then the socket starts, and sshd again if it ran. */
 	if (port_changed && u->ssh_socket_active) {
 		plan_add(plan, STEP_BUS_DAEMON_RELOAD, NULL);
 		plan_add(plan, STEP_BUS_STOP, "ssh.socket");
-		if (u->service_active)
-			plan_add(plan, STEP_BUS_STOP, unit);
+		plan_add(plan, STEP_BUS_STOP, unit);
 		plan_add(plan, STEP_BUS_START, "ssh.socket");
 		if (u->service_active)
 			plan_add(plan, STEP_BUS_START, unit);
@@ -83,8 +84,17 @@ int sshd_start_plan(const struct config *cfg, const struct sshd_units *units, st
 {
 	*plan = (struct reload_plan){ 0 };
 	bool systemd = units->bus && (cfg->reload == RELOAD_AUTO || cfg->reload == RELOAD_SYSTEMD);
-	if (systemd && units->ssh_socket_active && !units->service_active) {
-		plan_add(plan, STEP_BUS_RESTART, "ssh.socket");
+	/* Socket activation: the socket on the ports sshd_config names now,
+	 * sshd stopped first (systemd refuses to start a socket whose service
+	 * runs); the next connection starts sshd. */
+	if (systemd && units->ssh_socket_active) {
+		const char *unit = cfg->reload == RELOAD_SYSTEMD ? cfg->reload_arg
+				   : units->sshd_service		? "sshd.service"
+									: "ssh.service";
+		plan_add(plan, STEP_BUS_DAEMON_RELOAD, NULL);
+		plan_add(plan, STEP_BUS_STOP, "ssh.socket");
+		plan_add(plan, STEP_BUS_STOP, unit);
+		plan_add(plan, STEP_BUS_START, "ssh.socket");
 		return 0;
 	}
 	if (systemd && cfg->reload == RELOAD_SYSTEMD) {

@@ -206,14 +206,40 @@ static void test_plan_auto(void **state)
 	assert_int_equal(plan.steps[0].kind, STEP_BUS_RELOAD);
 
 	/* Socket activated, no sshd started yet, a port change: the socket
-	 * moves, the next connection starts sshd on it. */
+	 * moves, the next connection starts sshd on it. sshd is stopped all
+	 * the same (a connection since the units were asked, the proof's own,
+	 * may have started it, and systemd refuses to start a socket whose
+	 * service runs), and not started again. */
 	struct sshd_units waiting = { .bus = true, .ssh_service = true, .ssh_socket_active = true };
 	assert_int_equal(sshd_reload_plan(&c, &s, &waiting, true, &plan), 0);
-	assert_int_equal(plan.n, 3);
+	assert_int_equal(plan.n, 4);
+	assert_int_equal(plan.steps[0].kind, STEP_BUS_DAEMON_RELOAD);
 	assert_int_equal(plan.steps[1].kind, STEP_BUS_STOP);
 	assert_string_equal(plan.steps[1].arg, "ssh.socket");
-	assert_int_equal(plan.steps[2].kind, STEP_BUS_START);
-	assert_string_equal(plan.steps[2].arg, "ssh.socket");
+	assert_int_equal(plan.steps[2].kind, STEP_BUS_STOP);
+	assert_string_equal(plan.steps[2].arg, "ssh.service");
+	assert_int_equal(plan.steps[3].kind, STEP_BUS_START);
+	assert_string_equal(plan.steps[3].arg, "ssh.socket");
+
+	/* The rollback's start under socket activation: the socket again on
+	 * the restored ports, sshd stopped first whatever it was doing. */
+	struct sshd_units *starts[] = { &waiting, &ubuntu };
+	for (size_t i = 0; i < 2; i++) {
+		sshd_start_plan(&c, starts[i], &plan);
+		assert_int_equal(plan.n, 4);
+		assert_int_equal(plan.steps[0].kind, STEP_BUS_DAEMON_RELOAD);
+		assert_int_equal(plan.steps[1].kind, STEP_BUS_STOP);
+		assert_string_equal(plan.steps[1].arg, "ssh.socket");
+		assert_int_equal(plan.steps[2].kind, STEP_BUS_STOP);
+		assert_string_equal(plan.steps[2].arg, "ssh.service");
+		assert_int_equal(plan.steps[3].kind, STEP_BUS_START);
+		assert_string_equal(plan.steps[3].arg, "ssh.socket");
+	}
+	/* No socket: the service restarted. */
+	sshd_start_plan(&c, &debian, &plan);
+	assert_int_equal(plan.n, 1);
+	assert_int_equal(plan.steps[0].kind, STEP_BUS_RESTART);
+	assert_string_equal(plan.steps[0].arg, "ssh.service");
 
 	/* Socket activated, no sshd started yet, no port change: nothing. */
 	struct sshd_units idle = { .bus = true, .ssh_service = true, .ssh_socket_active = true };

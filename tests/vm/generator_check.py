@@ -147,6 +147,46 @@ def socket_dropins(src, tmp):
     return failed
 
 
+RUNTIME_CASES = {
+    # name: (ssh.service's text, or None for no unit; drop-in wanted)
+    "runtime-debian": ("[Service]\nRuntimeDirectory=sshd\nRuntimeDirectoryMode=0755\n", True),
+    "runtime-two-dirs": ("[Service]\nRuntimeDirectory=foo sshd\n", True),
+    "runtime-other-dir": ("[Service]\nRuntimeDirectory=sshdx\n", False),
+    "runtime-none": ("[Service]\nExecStart=/usr/sbin/sshd -D\n", False),
+    "runtime-commented": ("[Service]\n#RuntimeDirectory=sshd\n", False),
+    "runtime-no-unit": (None, False),
+}
+
+
+def runtime_dropins(src, tmp):
+    """sshd -T needs /run/sshd whether or not sshd runs: where ssh.service
+    makes it as its RuntimeDirectory (Debian, Ubuntu), it stays when the
+    service stops; nowhere else is ssh.service touched."""
+    gen_in = open(os.path.join(src, "unit/kps-agent-generator.in")).read()
+    failed = 0
+    for name, (unit, want) in RUNTIME_CASES.items():
+        d = os.path.join(tmp, name)
+        units, out = os.path.join(d, "units"), os.path.join(d, "out")
+        os.makedirs(units)
+        os.makedirs(out)
+        if unit is not None:
+            open(os.path.join(units, "ssh.service"), "w").write(unit)
+        gen = os.path.join(d, "generator")
+        text = gen_in.replace("@sysconfdir@", os.path.join(d, "etc"))
+        text = re.sub(r'^unit_dirs=.*$', f'unit_dirs="{units}"', text, flags=re.M)
+        open(gen, "w").write(text)
+        r = subprocess.run(["sh", gen, out, out, out], capture_output=True, text=True)
+        path = os.path.join(out, "ssh.service.d/50-kps-agent-runtime.conf")
+        got = os.path.exists(path) and re.search(r"^\[Service\]\nRuntimeDirectoryPreserve=yes$",
+                                                 open(path).read(), re.M) is not None
+        left = os.path.exists(os.path.join(out, "ssh.service.d")) and not got
+        ok = r.returncode == 0 and got == want and not left
+        failed += not ok
+        print(f"{'PASS' if ok else 'FAIL'} {name}: RuntimeDirectoryPreserve drop-in {got}, wanted {want}"
+              + (f"; exit {r.returncode}: {r.stderr.strip()}" if r.returncode else ""))
+    return failed
+
+
 def main():
     src = sys.argv[1]
     unit_text = open(os.path.join(src, "unit/kps-agent.service")).read()
@@ -159,6 +199,7 @@ def main():
     failed += not tmpfiles_quiet(src)
     with tempfile.TemporaryDirectory() as tmp:
         failed += socket_dropins(src, tmp)
+        failed += runtime_dropins(src, tmp)
         for name, conf in CONFIGS.items():
             d = os.path.join(tmp, name)
             os.makedirs(os.path.join(d, "etc/kps-agent"))

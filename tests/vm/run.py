@@ -371,7 +371,11 @@ class Run:
         try:
             self.port_change()
         finally:
-            self.root("systemctl disable --now ssh.socket; systemctl enable --now ssh.service")
+            # Both stopped in one transaction: a socket-activated sshd that
+            # outlives its socket's stop keeps port 22 bound, and the
+            # service's own start would then fail to bind.
+            self.root("systemctl disable ssh.socket; systemctl stop ssh.socket ssh.service; "
+                      "systemctl enable --now ssh.service")
 
     def disassociate(self):
         self.cp_task("disassociate", {"server": {"id": vm_uuid()}}, want="SUCCESS_UNBIND")
