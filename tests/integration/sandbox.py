@@ -178,13 +178,25 @@ class Sandbox:
 
     # sshd -------------------------------------------------------------
     def start_sshd(self, config=None, port=None, log=None):
-        run([SSHD, "-f", config or self.sshd_config, "-E", log or self.log])
+        log = log or self.log
+        try:
+            mark = os.path.getsize(log)
+        except OSError:
+            mark = 0
+        run([SSHD, "-f", config or self.sshd_config, "-E", log])
         deadline = time.time() + 5
         while time.time() < deadline:
             if port_open(port or self.port):
+                # The port answering is not enough: an sshd that could not
+                # bind (another still there) says so and is gone.
+                with open(log, errors="replace") as f:
+                    f.seek(mark)
+                    if "Cannot bind any address" in f.read():
+                        raise RuntimeError(f"sandbox sshd could not bind port {port or self.port}: "
+                                           "another sshd still holds it")
                 return
             time.sleep(0.01)
-        raise RuntimeError("sandbox sshd did not start: " + open(log or self.log).read()[-2000:])
+        raise RuntimeError("sandbox sshd did not start: " + open(log).read()[-2000:])
 
     def sshd_pid(self):
         try:
@@ -200,9 +212,12 @@ class Sandbox:
                 os.kill(pid, 15)
             except ProcessLookupError:
                 pass
-            for _ in range(500):
-                if not alive(pid):
-                    break
+            # Until it is gone (a loaded machine can take seconds): a new
+            # sshd on the same port would fail to bind while it lives.
+            deadline = time.time() + 30
+            while alive(pid):
+                if time.time() > deadline:
+                    raise RuntimeError(f"sandbox sshd {pid} did not exit within 30 s of SIGTERM")
                 time.sleep(0.005)
 
     def close(self, keep=False):
