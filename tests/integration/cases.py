@@ -641,14 +641,28 @@ def authorized_keys_file_as_sshd_splits_it(box, agent):
     check(b.login_key("a"), "the key does not log in")
     os.unlink(written)
     # OpenSSH 10 reads every file a wildcard matches; 9.x a file named "*".
-    # Either way the agent writes the first real path, never a "*".
-    b = b.reconfigure(keys_file=".ssh/authorized_keys.d/* .ssh/authorized_keys")
-    reset_home(b, USER_LINE)
-    expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")))
-    check(not os.path.exists(os.path.join(b.home(), ".ssh", "authorized_keys.d")), "a wildcard taken as a path")
-    with open(os.path.join(b.home(), ".ssh", "authorized_keys")) as f:
-        check(b.keys.pub("a").split()[1] in f.read(), "the key is not in .ssh/authorized_keys")
-    check(b.login_key("a"), "the key does not log in")
+    # Either way the agent never writes a "*": the first plain path, or,
+    # where sshd reads a directory of fragments (OpenSSH 10, key_fragment =
+    # auto), its own file in that directory. "*.pub" is no such directory.
+    ssh = os.path.join(b.home(), ".ssh")
+    fragments = os.path.join(ssh, "authorized_keys.d")
+    for spec, fragment, in_fragment in [(".ssh/authorized_keys.d/* .ssh/authorized_keys", "no", False),
+                                        (".ssh/authorized_keys.d/*.pub .ssh/authorized_keys", "auto", False),
+                                        (".ssh/authorized_keys.d/* .ssh/authorized_keys", "auto", fragment_layout())]:
+        b = b.reconfigure(keys_file=spec)
+        key_fragment(b, fragment)
+        reset_home(b, USER_LINE)
+        expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")))
+        what = f"{spec} (key_fragment = {fragment})"
+        if in_fragment:
+            check(sorted(os.listdir(fragments)) == ["kps-agent"], f"{what}: {os.listdir(fragments)}")
+            ours = os.path.join(fragments, "kps-agent")
+        else:
+            check(not os.path.exists(fragments), f"{what}: a wildcard taken as a path")
+            ours = os.path.join(ssh, "authorized_keys")
+        with open(ours) as f:
+            check(b.keys.pub("a").split()[1] in f.read(), f"{what}: the key is not in {ours}")
+        check(b.login_key("a"), f"{what}: the key does not log in")
 
 
 @case
