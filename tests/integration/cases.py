@@ -571,22 +571,57 @@ def hard_link_to_a_file_the_user_cannot_read(box, agent):
             os.unlink(src)
 
 
+def key_fragment(box, value):
+    """Sets the agent's [sshd] key_fragment (auto: its own file where sshd
+    reads a directory of them, OpenSSH 10+; no: the first plain entry)."""
+    with open(box.agent_config) as f:
+        conf = re.sub(r"(?m)^key_fragment = .*\n", "", f.read())
+    with open(box.agent_config, "w") as f:
+        f.write(conf.replace("[sshd]\n", f"[sshd]\nkey_fragment = {value}\n", 1))
+
+
+def fragment_layout():
+    """Does this sshd read every file an AuthorizedKeysFile wildcard
+    matches (OpenSSH 10.0+), so that the agent writes a fragment of its own?"""
+    return sb.sshd_version() >= (10, 0)
+
+
 @case
 def shared_authorized_keys_file(box, agent):
     """Issue 11.4: a key file that names no user (no %u, %U, %h; not under
-    the home) is every user's: UNSAFE_PATH, nothing written."""
+    the home) is every user's: UNSAFE_PATH, nothing written. The shared
+    file is the agent's target in each layout: the first plain entry (a
+    wildcard skipped, OpenSSH 9 or key_fragment = no), and the agent's own
+    fragment in a shared directory sshd reads (OpenSSH 10)."""
     shared = tempfile.mkdtemp(prefix="shared-keys.", dir=sb.ROOT)
     os.chmod(shared, 0o755)
     name = os.path.basename(shared)
-    for spec in [f"{shared}/authorized_keys", f"%h/../../{shared.lstrip('/')}/authorized_keys",
-                 f"{shared}/../{name}/all", f".ssh/authorized_keys.d/* {shared}/keys"]:
+    for spec, fragment in [(f"{shared}/authorized_keys", "auto"),
+                           (f"%h/../../{shared.lstrip('/')}/authorized_keys", "auto"),
+                           (f"{shared}/../{name}/all", "auto"),
+                           (f".ssh/authorized_keys.d/* {shared}/keys", "no"),
+                           (f"{shared}/* {shared}/keys", "auto"), (f"{shared}/* {shared}/keys", "no")]:
         b = box.reconfigure(keys_file=spec)
+        key_fragment(b, fragment)
         reset_home(b, USER_LINE)
         before = sorted(os.listdir(shared))
         res = expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")), "UNSAFE_PATH")
-        check("shared" in res["error_msg"], f"{spec}: {res}")
-        check(sorted(os.listdir(shared)) == before, f"{spec}: a file was written in the shared place")
-        check(not b.login_key("a"), f"{spec}: the key logs in")
+        what = f"{spec} (key_fragment = {fragment})"
+        check("shared" in res["error_msg"], f"{what}: {res}")
+        check(sorted(os.listdir(shared)) == before, f"{what}: a file was written in the shared place")
+        check(not b.login_key("a"), f"{what}: the key logs in")
+    # Where the agent keeps its own fragment in the user's directory, the
+    # shared file after it is not the target: the key goes in the fragment
+    # and the shared place stays as it was.
+    if fragment_layout():
+        b = box.reconfigure(keys_file=f".ssh/authorized_keys.d/* {shared}/keys")
+        reset_home(b, USER_LINE)
+        before = sorted(os.listdir(shared))
+        expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")))
+        check(sorted(os.listdir(shared)) == before, "the fragment layout: a file was written in the shared place")
+        with open(os.path.join(b.home(), ".ssh", "authorized_keys.d", "kps-agent")) as f:
+            check(b.keys.pub("a").split()[1] in f.read(), "the fragment layout: the key is not in the fragment")
+        check(b.login_key("a"), "the fragment layout: the key does not log in")
     shutil.rmtree(shared)
 
 
@@ -606,14 +641,28 @@ def authorized_keys_file_as_sshd_splits_it(box, agent):
     check(b.login_key("a"), "the key does not log in")
     os.unlink(written)
     # OpenSSH 10 reads every file a wildcard matches; 9.x a file named "*".
-    # Either way the agent writes the first real path, never a "*".
-    b = b.reconfigure(keys_file=".ssh/authorized_keys.d/* .ssh/authorized_keys")
-    reset_home(b, USER_LINE)
-    expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")))
-    check(not os.path.exists(os.path.join(b.home(), ".ssh", "authorized_keys.d")), "a wildcard taken as a path")
-    with open(os.path.join(b.home(), ".ssh", "authorized_keys")) as f:
-        check(b.keys.pub("a").split()[1] in f.read(), "the key is not in .ssh/authorized_keys")
-    check(b.login_key("a"), "the key does not log in")
+    # Either way the agent never writes a "*": the first plain path, or,
+    # where sshd reads a directory of fragments (OpenSSH 10, key_fragment =
+    # auto), its own file in that directory. "*.pub" is no such directory.
+    ssh = os.path.join(b.home(), ".ssh")
+    fragments = os.path.join(ssh, "authorized_keys.d")
+    for spec, fragment, in_fragment in [(".ssh/authorized_keys.d/* .ssh/authorized_keys", "no", False),
+                                        (".ssh/authorized_keys.d/*.pub .ssh/authorized_keys", "auto", False),
+                                        (".ssh/authorized_keys.d/* .ssh/authorized_keys", "auto", fragment_layout())]:
+        b = b.reconfigure(keys_file=spec)
+        key_fragment(b, fragment)
+        reset_home(b, USER_LINE)
+        expect(b, agent, b.task(keypair_name="kp1", public_key=b.keys.pub("a")))
+        what = f"{spec} (key_fragment = {fragment})"
+        if in_fragment:
+            check(sorted(os.listdir(fragments)) == ["kps-agent"], f"{what}: {os.listdir(fragments)}")
+            ours = os.path.join(fragments, "kps-agent")
+        else:
+            check(not os.path.exists(fragments), f"{what}: a wildcard taken as a path")
+            ours = os.path.join(ssh, "authorized_keys")
+        with open(ours) as f:
+            check(b.keys.pub("a").split()[1] in f.read(), f"{what}: the key is not in {ours}")
+        check(b.login_key("a"), f"{what}: the key does not log in")
 
 
 @case

@@ -399,8 +399,14 @@ def journal_fields_from_worker(box, agent_exe, cp):
     st = os.fstat(logf.fileno())
     env = dict(os.environ, JOURNAL_STREAM=f"{st.st_dev}:{st.st_ino}")
     agent.logf = logf
+    # The bind must not propagate out of the namespace. "--propagation
+    # private" would make / private, which fails (EINVAL) where / is not a
+    # mount point (a chroot): the mount that holds /run/systemd/journal is
+    # made private instead, which is all a mount on it needs, and any step
+    # that fails ends the agent before it runs.
     agent.proc = subprocess.Popen(
-        ["unshare", "-m", "--propagation", "private", "sh", "-c",
+        ["unshare", "-m", "--propagation", "unchanged", "sh", "-c",
+         'm=$(findmnt -n -o TARGET -T /run/systemd/journal) && mount --make-private "$m" && '
          'mount --bind "$0" /run/systemd/journal && exec "$@"', jdir, agent_exe, "-c", agent.config, "run"],
         stdout=logf, stderr=logf, env=env, start_new_session=True)
     entries = []
