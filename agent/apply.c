@@ -350,7 +350,11 @@ static int reload(struct apply *a, bool stage1)
 	a->reloaded = true;
 	a->stale[0] = '\0';
 	r = sshd_reload_run(&plan, msg, sizeof(msg));
-	if (r == 0 && seen && plan.n > 0) {
+	/* Under socket activation with the ports unchanged the listeners are
+	 * the socket's, the same before and after: the restart job, waited
+	 * for, is what says the new sshd serves. */
+	bool socket_held = a->units.ssh_socket_active && !a->plan.port_change;
+	if (r == 0 && seen && plan.n > 0 && !socket_held) {
 		/* The checks after this name what is wrong from a user's side;
 		 * this says why when they find nothing. */
 		const int *ports;

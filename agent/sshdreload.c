@@ -42,8 +42,13 @@ static int plan_systemd(const struct sshd_units *u, const char *unit, bool port_
 			plan_add(plan, STEP_BUS_START, unit);
 		return 0;
 	}
+	/* A socket-activated sshd closes the sockets it was handed when it
+	 * re-executes on SIGHUP, then binds the ports itself, which the
+	 * socket holds: it exits (Debian 13, "Cannot bind any address"). It is
+	 * restarted instead, with the socket's descriptors again; the socket
+	 * queues connections meanwhile and sessions stay (KillMode=process). */
 	if (u->service_active)
-		plan_add(plan, STEP_BUS_RELOAD, unit);
+		plan_add(plan, u->ssh_socket_active ? STEP_BUS_RESTART : STEP_BUS_RELOAD, unit);
 	/* Socket activation with no sshd running yet: the next connection
 	 * starts one that reads the new config; nothing to reload. */
 	return plan->n || u->ssh_socket_active ? 0 : -ENOENT;

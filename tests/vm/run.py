@@ -370,6 +370,13 @@ class Run:
         self.root("systemctl disable --now ssh.service && systemctl enable --now ssh.socket")
         try:
             self.port_change()
+            # Any other change restarts the socket-activated sshd: a SIGHUP
+            # made Debian 13's exit ("Cannot bind any address").
+            for off in (True, False):
+                self.cp_task("associate", {"keypair_name": "port",
+                                           "server": {"id": vm_uuid(), "disable_password": off}})
+                self.login_pw("kpsuser", want=not off)
+                self.login("root", "port")
         finally:
             # Both stopped in one transaction: a socket-activated sshd that
             # outlives its socket's stop keeps port 22 bound, and the
@@ -498,7 +505,7 @@ def summarise():
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--suite", action="append", default=[], help="bookworm, trixie, forky (repeatable)")
+    ap.add_argument("--suite", action="append", default=[], help="bookworm, trixie, forky, trixie-socket (repeatable)")
     ap.add_argument("--image", help="an image builder's disk image (raw or qcow2) with kps-agent installed; "
                     "partitioned: boots by its boot loader; a bare file system: by the kernel in its /boot")
     ap.add_argument("--deb", help="the .deb for --suite images")
@@ -511,6 +518,9 @@ def main():
     vm.harness_key()
     jobs = []
     for s in a.suite:
+        if s == "trixie-socket":
+            jobs.append((s, "trixie", True))
+            continue
         jobs.append((s, s, False))
         if a.socket_activation and s == "trixie":
             jobs.append(("trixie-socket", s, True))

@@ -2,7 +2,7 @@
 # The VM suite (tests/vm/README in the top README): boots Debian images with
 # the project's .deb under qemu and checks the agent from the host.
 #
-#   tests/vm/run.sh [--suite bookworm|trixie|forky]... [--socket-activation]
+#   tests/vm/run.sh [--suite bookworm|trixie|forky|trixie-socket]... [--socket-activation]
 #                   [--image FILE] [--deb FILE] [--accel auto|kvm|tcg] [--keep]
 #
 # Without --suite or --image: bookworm, trixie (also with ssh.socket) and
