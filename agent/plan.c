@@ -132,18 +132,15 @@ static int want_penalty_exempt(struct plan *p, const struct config *cfg, const s
 			       struct result *res)
 {
 	const char *addr = streq(cfg->address, "localhost") ? "127.0.0.1" : cfg->address;
-	if (sshdpenalty_exempt(s->penalties, s->penalty_exempt, addr))
-		return 0;
-	const char *base = p->want.penalty_exempt[0] ? p->want.penalty_exempt
-			   : s->penalty_exempt && strcasecmp(s->penalty_exempt, "none") != 0 ? s->penalty_exempt
-											       : "";
+	const char *base = p->want.penalty_exempt[0] ? p->want.penalty_exempt : s->penalty_exempt;
 	char list[SSHDCONF_EXEMPT_MAX];
-	int n = snprintf(list, sizeof(list), "%s%s%s", base, base[0] ? "," : "", addr);
-	if (n < 0 || (size_t)n >= sizeof(list))
+	int r = sshdpenalty_exempt_add(s->penalties, s->penalty_exempt, base, addr, list, sizeof(list));
+	if (r == -ENOSPC)
 		return result_fail(res, ERR_SSHD_CONFIG_INVALID,
 				   "PerSourcePenaltyExemptList would be longer than %zu bytes with %s added", sizeof(list) - 1,
 				   addr);
-	memcpy(p->want.penalty_exempt, list, (size_t)n + 1);
+	if (r > 0)
+		memcpy(p->want.penalty_exempt, list, strlen(list) + 1);
 	return 0;
 }
 

@@ -4,6 +4,7 @@
  * address is spared; sshd_config's PerSourcePenaltyExemptList decides. */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -89,4 +90,34 @@ bool sshdpenalty_exempt(const char *penalties, const char *exempt_list, const ch
 		p += n + (p[n] == ',');
 	}
 	return false;
+}
+
+/* Appends ",item" (or "item" to an empty list); -ENOSPC when it does not fit. */
+static int list_add(char *out, size_t outlen, const char *item)
+{
+	size_t len = strlen(out);
+	int n = snprintf(out + len, outlen - len, "%s%s", len ? "," : "", item);
+	return n < 0 || (size_t)n >= outlen - len ? -ENOSPC : 0;
+}
+
+int sshdpenalty_exempt_add(const char *penalties, const char *effective, const char *base, const char *address,
+			   char *out, size_t outlen)
+{
+	struct in_addr a4;
+	char mapped[64] = "";
+	if (address && inet_pton(AF_INET, address, &a4) == 1)
+		snprintf(mapped, sizeof(mapped), "::ffff:%s", address);
+	bool plain = sshdpenalty_exempt(penalties, effective, address);
+	bool as_mapped = !mapped[0] || sshdpenalty_exempt(penalties, effective, mapped);
+	if (plain && as_mapped)
+		return 0;
+	if (!base || strcasecmp(base, "none") == 0)
+		base = "";
+	if (snprintf(out, outlen, "%s", base) >= (int)outlen)
+		return -ENOSPC;
+	if (!plain && !sshdpenalty_exempt("yes", base, address) && list_add(out, outlen, address) < 0)
+		return -ENOSPC;
+	if (!as_mapped && !sshdpenalty_exempt("yes", base, mapped) && list_add(out, outlen, mapped) < 0)
+		return -ENOSPC;
+	return 1;
 }

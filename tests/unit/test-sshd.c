@@ -93,6 +93,35 @@ static void test_penalty_exempt(void **state)
 	assert_false(sshdpenalty_exempt(pen, "fd00::/8", "fe80::1"));
 	assert_false(sshdpenalty_exempt(pen, "127.0.0.1", "localhost"));
 	assert_false(sshdpenalty_exempt(pen, "127.0.0.1", NULL));
+
+	/* The list that spares the agent: an IPv4 address in both forms (a
+	 * dual-stack socket, ssh.socket's [::]:22, shows 127.0.0.1 to sshd as
+	 * ::ffff:127.0.0.1; trixie with ssh.socket penalised the agent with
+	 * only "127.0.0.1" in the list), the admin's entries kept. */
+	char out[128];
+	assert_int_equal(sshdpenalty_exempt_add(pen, "10.0.2.2", "10.0.2.2", "127.0.0.1", out, sizeof(out)), 1);
+	assert_string_equal(out, "10.0.2.2,127.0.0.1,::ffff:127.0.0.1");
+	assert_int_equal(sshdpenalty_exempt_add(pen, "10.0.2.2,127.0.0.1", "10.0.2.2,127.0.0.1", "127.0.0.1", out,
+						sizeof(out)),
+			 1);
+	assert_string_equal(out, "10.0.2.2,127.0.0.1,::ffff:127.0.0.1");
+	assert_int_equal(sshdpenalty_exempt_add(pen, NULL, NULL, "127.0.0.1", out, sizeof(out)), 1);
+	assert_string_equal(out, "127.0.0.1,::ffff:127.0.0.1");
+	assert_int_equal(sshdpenalty_exempt_add(pen, "none", "none", "127.0.0.1", out, sizeof(out)), 1);
+	assert_string_equal(out, "127.0.0.1,::ffff:127.0.0.1");
+	/* Already spared in both forms (a /8 and ::ffff:0:0/96 cover them). */
+	strcpy(out, "untouched");
+	assert_int_equal(sshdpenalty_exempt_add(pen, "127.0.0.0/8,::ffff:0:0/96", "127.0.0.0/8,::ffff:0:0/96",
+						"127.0.0.1", out, sizeof(out)),
+			 0);
+	assert_string_equal(out, "untouched");
+	assert_int_equal(sshdpenalty_exempt_add("no", NULL, NULL, "127.0.0.1", out, sizeof(out)), 0);
+	/* IPv6: one form. */
+	assert_int_equal(sshdpenalty_exempt_add(pen, NULL, NULL, "::1", out, sizeof(out)), 1);
+	assert_string_equal(out, "::1");
+	/* Too long for the line. */
+	char tiny[20];
+	assert_int_equal(sshdpenalty_exempt_add(pen, "10.0.2.2", "10.0.2.2", "127.0.0.1", tiny, sizeof(tiny)), -ENOSPC);
 }
 
 static void test_parse_refuses_incomplete(void **state)
