@@ -187,6 +187,20 @@ static void test_plan_explicit(void **state)
 	assert_int_equal(sshd_reload_plan(&c, &s, &none, false, &plan), -ENOENT);
 }
 
+/* The socket moved: daemon-reload, the socket and ssh.service stopped,
+ * the socket started; n steps in all. */
+static void assert_socket_move(const struct reload_plan *plan, size_t n)
+{
+	assert_int_equal(plan->n, n);
+	assert_int_equal(plan->steps[0].kind, STEP_BUS_DAEMON_RELOAD);
+	assert_int_equal(plan->steps[1].kind, STEP_BUS_STOP);
+	assert_string_equal(plan->steps[1].arg, "ssh.socket");
+	assert_int_equal(plan->steps[2].kind, STEP_BUS_STOP);
+	assert_string_equal(plan->steps[2].arg, "ssh.service");
+	assert_int_equal(plan->steps[3].kind, STEP_BUS_START);
+	assert_string_equal(plan->steps[3].arg, "ssh.socket");
+}
+
 static void test_plan_auto(void **state)
 {
 	(void)state;
@@ -220,14 +234,7 @@ static void test_plan_auto(void **state)
 	struct sshd_units ubuntu = { .bus = true, .ssh_service = true, .service_active = true,
 				     .ssh_socket_active = true };
 	assert_int_equal(sshd_reload_plan(&c, &s, &ubuntu, true, &plan), 0);
-	assert_int_equal(plan.n, 5);
-	assert_int_equal(plan.steps[0].kind, STEP_BUS_DAEMON_RELOAD);
-	assert_int_equal(plan.steps[1].kind, STEP_BUS_STOP);
-	assert_string_equal(plan.steps[1].arg, "ssh.socket");
-	assert_int_equal(plan.steps[2].kind, STEP_BUS_STOP);
-	assert_string_equal(plan.steps[2].arg, "ssh.service");
-	assert_int_equal(plan.steps[3].kind, STEP_BUS_START);
-	assert_string_equal(plan.steps[3].arg, "ssh.socket");
+	assert_socket_move(&plan, 5);
 	assert_int_equal(plan.steps[4].kind, STEP_BUS_START);
 	assert_string_equal(plan.steps[4].arg, "ssh.service");
 	/* No port change under socket activation: sshd restarted, not sent
@@ -245,28 +252,14 @@ static void test_plan_auto(void **state)
 	 * service runs), and not started again. */
 	struct sshd_units waiting = { .bus = true, .ssh_service = true, .ssh_socket_active = true };
 	assert_int_equal(sshd_reload_plan(&c, &s, &waiting, true, &plan), 0);
-	assert_int_equal(plan.n, 4);
-	assert_int_equal(plan.steps[0].kind, STEP_BUS_DAEMON_RELOAD);
-	assert_int_equal(plan.steps[1].kind, STEP_BUS_STOP);
-	assert_string_equal(plan.steps[1].arg, "ssh.socket");
-	assert_int_equal(plan.steps[2].kind, STEP_BUS_STOP);
-	assert_string_equal(plan.steps[2].arg, "ssh.service");
-	assert_int_equal(plan.steps[3].kind, STEP_BUS_START);
-	assert_string_equal(plan.steps[3].arg, "ssh.socket");
+	assert_socket_move(&plan, 4);
 
 	/* The rollback's start under socket activation: the socket again on
 	 * the restored ports, sshd stopped first whatever it was doing. */
 	struct sshd_units *starts[] = { &waiting, &ubuntu };
 	for (size_t i = 0; i < 2; i++) {
 		sshd_start_plan(&c, starts[i], &plan);
-		assert_int_equal(plan.n, 4);
-		assert_int_equal(plan.steps[0].kind, STEP_BUS_DAEMON_RELOAD);
-		assert_int_equal(plan.steps[1].kind, STEP_BUS_STOP);
-		assert_string_equal(plan.steps[1].arg, "ssh.socket");
-		assert_int_equal(plan.steps[2].kind, STEP_BUS_STOP);
-		assert_string_equal(plan.steps[2].arg, "ssh.service");
-		assert_int_equal(plan.steps[3].kind, STEP_BUS_START);
-		assert_string_equal(plan.steps[3].arg, "ssh.socket");
+		assert_socket_move(&plan, 4);
 	}
 	/* No socket: the service restarted. */
 	sshd_start_plan(&c, &debian, &plan);
