@@ -1,0 +1,51 @@
+/* Frames between the daemon and its workers: one message a frame, a typed
+ * header with the payload's length, the size bounded at both ends. The
+ * receiver checks the header before it reads or allocates the payload. */
+#pragma once
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define MSGFRAME_HEADER 8		/* magic (2), type (2), length (4) */
+#define MSGFRAME_MAGIC 0x4b50		/* "KP" */
+
+enum msgframe_type {
+	MSGFRAME_TASK = 1,	/* daemon -> worker: flags (u32), the task text */
+	MSGFRAME_RECOVER = 2,	/* daemon -> worker: flags, code (u32 each), task_id, NUL, message */
+	MSGFRAME_RESULT = 3,	/* worker -> daemon: the result's JSON */
+};
+
+struct msgframe {
+	enum msgframe_type type;
+	size_t len;		/* the payload's */
+};
+
+/* The header of a frame of type carrying len bytes. */
+void msgframe_header(uint8_t hdr[MSGFRAME_HEADER], enum msgframe_type type, uint32_t len);
+
+/* Reads the header at the head of avail bytes. 0 with *f set; -EAGAIN
+ * fewer than MSGFRAME_HEADER bytes yet; -EBADMSG not our magic, or a type
+ * not in types (a mask of 1 << type); -EMSGSIZE a payload over max. */
+int msgframe_peek(const void *buf, size_t avail, unsigned types, size_t max, struct msgframe *f);
+
+/* One whole frame from a blocking fd, short reads and EINTR taken in
+ * stride: 0 with *f and *payload (malloc'd, NUL-terminated, the caller
+ * wipes and frees it); -EBADMSG also for EOF before the frame's end
+ * (nothing allocated then), -EMSGSIZE, -ENOMEM, or read's -errno. */
+int msgframe_recv(int fd, unsigned types, size_t max, struct msgframe *f, char **payload);
+
+/* Writes one frame (header and payload) to a blocking fd. */
+int msgframe_send(int fd, enum msgframe_type type, const void *payload, size_t len);
+
+static inline uint32_t msgframe_get32(const void *p)
+{
+	const uint8_t *b = p;
+	return (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
+}
+
+static inline void msgframe_put32(void *p, uint32_t v)
+{
+	uint8_t *b = p;
+	for (int i = 0; i < 4; i++)
+		b[i] = (uint8_t)(v >> (8 * i));
+}
