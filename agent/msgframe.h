@@ -1,6 +1,7 @@
-/* Frames between the daemon and its workers: one message a frame, a typed
- * header with the payload's length, the size bounded at both ends. The
- * receiver checks the header before it reads or allocates the payload. */
+/* Frames between the daemon's processes (the monitor, its network side and
+ * its workers): one message a frame, a typed header with the payload's
+ * length, the size bounded at both ends. The receiver checks the header
+ * before it reads or allocates the payload. */
 #pragma once
 
 #include <stddef.h>
@@ -10,9 +11,26 @@
 #define MSGFRAME_MAGIC 0x4b50		/* "KP" */
 
 enum msgframe_type {
-	MSGFRAME_TASK = 1,	/* daemon -> worker: flags (u32), the task text */
-	MSGFRAME_RECOVER = 2,	/* daemon -> worker: flags, code (u32 each), task_id, NUL, message */
-	MSGFRAME_RESULT = 3,	/* worker -> daemon: the result's JSON */
+	/* The monitor and a worker (a fresh exec of the agent, one task). */
+	MSGFRAME_TASK = 1,	/* monitor -> worker: flags (u32), the task text */
+	MSGFRAME_RECOVER = 2,	/* monitor -> worker: flags, code (u32 each), task_id, NUL, message */
+	MSGFRAME_RESULT = 3,	/* worker -> monitor: the result's JSON */
+	/* The network side -> the monitor. The monitor takes nothing on trust:
+	 * it checks each frame's size, parses every task itself and answers. */
+	MSGFRAME_NET_TASK = 8,	/* route (u32: MSGFRAME_ROUTE_*), tag (u32), the task text */
+	MSGFRAME_NET_SETTLED = 9,	/* the control plane's first poll answered or failed: no payload */
+	MSGFRAME_NET_POSTED = 10,	/* task_id: its result is acknowledged (or refused for good) */
+	MSGFRAME_NET_DEVICE = 11,	/* no payload: open [channel] device again, send it over */
+	/* The monitor -> the network side. */
+	MSGFRAME_MON_RESULT = 16,	/* tag (u32), the result line for that channel line */
+	MSGFRAME_MON_POST = 17,	/* task_id, NUL, the result to post to the control plane */
+	MSGFRAME_MON_DEVICE = 18,	/* errno (u32, 0: the descriptor rides with the frame) */
+};
+
+/* Where a task came from, so that its result goes back the same way. */
+enum msgframe_route {
+	MSGFRAME_ROUTE_CONTROL_PLANE = 1,	/* tag 0; the result is posted */
+	MSGFRAME_ROUTE_CHANNEL = 2,		/* tag: the network side's line, answered in MON_RESULT */
 };
 
 struct msgframe {
