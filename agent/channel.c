@@ -4,25 +4,24 @@
  * password or a private key, so every byte that leaves an input buffer is
  * wiped where it was. */
 #include <sys/socket.h>
-#include <sys/stat.h>
-#include <sys/un.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 #include <event2/listener.h>
-#include <systemd/sd-daemon.h>
 
 #include "channel.h"
 #include "devport.h"
 #include "framing.h"
 #include "log.h"
+#include "netside.h"
+#include "task.h"
 
 #define CHANNEL_CLIENTS_MAX 64
 /* Past this a client is not read until it takes its results: a client that
  * never reads cannot make the agent hold an unbounded backlog. Above the
- * daemon's queue, so one client can still find that queue full. */
-#define CHANNEL_SLOTS_MAX ((size_t)2 * DAEMON_QUEUE_MAX)
+ * monitor's queue, so one client can still find that queue full. */
+#define CHANNEL_SLOTS_MAX ((size_t)2048)
 #define CHANNEL_OUTPUT_MAX ((size_t)1024 * 1024)
 #define CHANNEL_RETRY_S 1
 #define CHANNEL_LINE_MAX ((size_t)TASK_MAX_BYTES + 2)	/* "\r\n" */
@@ -36,6 +35,7 @@ static const char channel_nomem[] = "{\"task_id\":\"\",\"server_id\":\"\",\"stat
 struct channel_slot {
 	struct channel_slot *next;
 	struct channel_client *cl;
+	uint32_t tag;		/* the monitor's answer names it */
 	char *json;		/* NULL while pending; may be channel_nomem */
 };
 
@@ -54,11 +54,11 @@ struct channel_client {
 };
 
 struct channel {
-	struct daemon *d;
+	struct netside *n;
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct event *accept_timer;
-	char *bound_path;	/* the socket we made and unlink at the end */
+	uint32_t last_tag;
 	struct channel_client *clients;
 	size_t nclients;
 	char *line;
@@ -108,9 +108,9 @@ static void channel_slot_pop(struct channel_client *cl)
 	channel_slot_free(s);
 }
 
-static void channel_slot_set(struct channel_slot *s, const char *json)
+static void channel_slot_set(struct channel_slot *s, const char *json, size_t len)
 {
-	s->json = json ? strdup(json) : NULL;
+	s->json = json ? strndup(json, len) : NULL;
 	if (!s->json)
 		s->json = (char *)channel_nomem;
 }
@@ -121,8 +121,8 @@ static bool channel_client_full(const struct channel_client *cl)
 	       evbuffer_get_length(bufferevent_get_output(cl->bev)) > CHANNEL_OUTPUT_MAX;
 }
 
-/* Reading starts again from the loop, never from here: this may run inside
- * a result callback that runs inside daemon_submit for this very client. */
+/* Reading starts again from the loop, never from here: this may run while
+ * the client's own lines are being taken. */
 static void channel_client_resume(struct channel_client *cl)
 {
 	if (!cl->paused || channel_client_full(cl))
@@ -147,12 +147,22 @@ static void channel_client_flush(struct channel_client *cl)
 	channel_client_resume(cl);
 }
 
-static void channel_done(const struct result *res, const char *json, void *arg)
+/* The monitor's answer to one line: the slot it names, wherever its
+ * client is; a client that went away is not answered. A line of the
+ * monitor's that is not one result line is not passed on. */
+void channel_result(struct channel *c, uint32_t tag, const char *json, size_t len)
 {
-	struct channel_slot *s = arg;
-	(void)res;
-	channel_slot_set(s, json);
-	channel_client_flush(s->cl);
+	if (memchr(json, '\n', len) || memchr(json, '\0', len)) {
+		log_warnx("channel: the monitor's result for line %u is not one line; dropped", (unsigned)tag);
+		return;
+	}
+	for (struct channel_client *cl = c->clients; cl; cl = cl->next)
+		for (struct channel_slot *s = cl->head; s; s = s->next)
+			if (s->tag == tag && !s->json) {
+				channel_slot_set(s, json, len);
+				channel_client_flush(cl);
+				return;
+			}
 }
 
 static struct channel_slot *channel_slot_new(struct channel_client *cl)
@@ -170,27 +180,17 @@ static struct channel_slot *channel_slot_new(struct channel_client *cl)
 	return s;
 }
 
-/* A refusal made here still names the task when the line carried one. */
-static void channel_reply(struct channel_client *cl, struct channel_slot *s, const char *line, size_t len,
-			  enum error_code code, const char *msg)
+/* A refusal made here, before the monitor saw the line. */
+static void channel_reply(struct channel_client *cl, struct channel_slot *s, enum error_code code, const char *msg)
 {
 	struct result res;
 	result_init(&res);
-	if (line) {
-		struct task t = { 0 };
-		struct result parsed;
-		result_init(&parsed);
-		task_parse(line, len, &t, &parsed);
-		snprintf(res.task_id, sizeof(res.task_id), "%s", parsed.task_id);
-		task_free(&t);
-		result_free(&parsed);
-	}
-	const char *sid = daemon_server_id(cl->c->d);
+	const char *sid = netside_server_id(cl->c->n);
 	result_set_server_id(&res, sid ? sid : "");
 	result_fail(&res, code, "%s", msg);
 	_cleanup_free_ char *json = result_to_json(&res);
 	result_free(&res);
-	channel_slot_set(s, json);
+	channel_slot_set(s, json, json ? strlen(json) : 0);
 }
 
 static int channel_client_too_long(struct channel_client *cl)
@@ -201,7 +201,7 @@ static int channel_client_too_long(struct channel_client *cl)
 		return -ENOMEM;
 	log_warnx("channel: %s: refused a task longer than %d bytes", cl->name, TASK_MAX_BYTES);
 	snprintf(msg, sizeof(msg), "task longer than %d bytes", TASK_MAX_BYTES);
-	channel_reply(cl, s, NULL, 0, ERR_INVALID_TASK, msg);
+	channel_reply(cl, s, ERR_INVALID_TASK, msg);
 	channel_client_flush(cl);
 	return 0;
 }
@@ -212,9 +212,10 @@ static int channel_client_submit(struct channel_client *cl, const char *line, si
 	struct channel_slot *s = channel_slot_new(cl);
 	if (!s)
 		return -ENOMEM;
-	/* On success s may already be answered and freed: the daemon can
-	 * finish a task before daemon_submit returns. */
-	int r = daemon_submit(c->d, line, len, SOURCE_CHANNEL, channel_done, s);
+	if (++c->last_tag == 0)
+		c->last_tag = 1;
+	s->tag = c->last_tag;
+	int r = netside_submit(c->n, MSGFRAME_ROUTE_CHANNEL, s->tag, line, len);
 	if (r == 0) {
 		c->queue_full = false;
 		return 0;
@@ -223,9 +224,9 @@ static int channel_client_submit(struct channel_client *cl, const char *line, si
 		if (!c->queue_full)
 			log_warnx("channel: the agent's queue is full; refusing tasks until it drains");
 		c->queue_full = true;
-		channel_reply(cl, s, line, len, ERR_IO_ERROR, "the agent's queue is full");
+		channel_reply(cl, s, ERR_IO_ERROR, "the agent's queue is full");
 	} else {
-		channel_reply(cl, s, line, len, ERR_IO_ERROR, "the agent could not queue this task");
+		channel_reply(cl, s, ERR_IO_ERROR, "the agent could not queue this task");
 	}
 	channel_client_flush(cl);
 	return 0;
@@ -289,11 +290,8 @@ static int channel_client_lines(struct channel_client *cl)
 static void channel_client_free(struct channel_client *cl)
 {
 	struct channel *c = cl->c;
-	while (cl->head) {
-		if (!cl->head->json)
-			daemon_detach(c->d, cl->head);
+	while (cl->head)
 		channel_slot_pop(cl);
-	}
 	struct evbuffer *in = bufferevent_get_input(cl->bev);
 	channel_take(in, NULL, evbuffer_get_length(in));
 	bufferevent_free(cl->bev);
@@ -442,108 +440,33 @@ static int channel_device_attach(void *arg, int fd)
 	return channel_client_new(c, fd, true, c->device);
 }
 
-/* The socket systemd passed us for this path, if it did. */
-static int channel_socket_activated(const char *path)
+/* Opening the port is the monitor's: this side cannot. */
+static int channel_device_request(void *arg)
 {
-	int n = sd_listen_fds(0);
-	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
-		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, path, 0) > 0)
-			return fd;
-	return -ENOENT;
+	struct channel *c = arg;
+	return netside_device_request(c->n);
 }
 
-static int channel_socket_parent(const struct sockaddr_un *sun)
+void channel_device_opened(struct channel *c, int fd, int err)
 {
-	char dir[sizeof(sun->sun_path)];
-	struct stat st;
-	snprintf(dir, sizeof(dir), "%s", sun->sun_path);
-	char *slash = strrchr(dir, '/');
-	if (!slash || slash == dir)
-		return 0;
-	*slash = '\0';
-	if (mkdir(dir, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	if (stat(dir, &st) < 0)
-		return -errno;
-	return S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	if (c->dev)
+		devport_opened(c->dev, fd, err);
+	else if (fd >= 0)
+		close(fd);
 }
 
-/* A socket left by an agent that died goes; a live agent's socket, or a
- * file that is not a socket at all, stays and stops us. */
-static int channel_socket_stale(const char *path, const struct sockaddr_un *sun)
+/* The listener the monitor made (bound 0600, or systemd's). */
+static int channel_listen(struct channel *c, const char *path, int fd)
 {
-	struct stat st;
-	if (lstat(path, &st) < 0)
-		return errno == ENOENT ? 0 : -errno;
-	if (!S_ISSOCK(st.st_mode))
-		return -EEXIST;
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0)
-		return -errno;
-	if (connect(fd, (const struct sockaddr *)sun, sizeof(*sun)) == 0)
-		return -EADDRINUSE;
-	if (unlink(path) < 0 && errno != ENOENT)
-		return -errno;
-	return 0;
-}
-
-static int channel_socket_bind(const char *path)
-{
-	struct sockaddr_un sun = { .sun_family = AF_UNIX };
-	if (strlen(path) >= sizeof(sun.sun_path))
-		return -ENAMETOOLONG;
-	memcpy(sun.sun_path, path, strlen(path));
-	int r = channel_socket_parent(&sun);
-	if (r == 0)
-		r = channel_socket_stale(path, &sun);
-	if (r < 0)
-		return r;
-	_cleanup_close_ int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-	if (fd < 0)
-		return -errno;
-	/* Created 0600 from the start: no moment where others may connect. */
-	mode_t old = umask(0177);
-	r = bind(fd, (const struct sockaddr *)&sun, sizeof(sun));
-	int e = errno;
-	umask(old);
-	if (r < 0)
-		return -e;
-	if (chmod(path, 0600) < 0) {
-		e = errno;
-		unlink(path);
-		return -e;
-	}
-	/* cppcheck-suppress unreadVariable ; the _cleanup_ reads it */
-	return TAKE_FD(fd);
-}
-
-static int channel_listen(struct channel *c, const char *path)
-{
-	unsigned flags = LEV_OPT_CLOSE_ON_EXEC;
-	int backlog = 0;
-	/* systemd keeps its socket across our reloads: not ours to close. */
-	int fd = channel_socket_activated(path);
-	/* Passed blocking unless the unit says NonBlocking=yes, and libevent
-	 * accepts until EAGAIN. */
-	if (fd >= 0 && evutil_make_socket_nonblocking(fd) < 0)
-		return -errno;
-	if (fd < 0) {
-		fd = channel_socket_bind(path);
-		if (fd < 0)
-			return fd;
-		c->bound_path = strdup(path);
-		flags |= LEV_OPT_CLOSE_ON_FREE;
-		backlog = -1;
-	}
-	c->listener = evconnlistener_new(c->base, channel_accept, c, flags, backlog, fd);
+	c->listener = evconnlistener_new(c->base, channel_accept, c, LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_CLOSE_ON_FREE, 0,
+					 fd);
 	if (!c->listener) {
 		int e = errno ? errno : ENOMEM;
-		if (flags & LEV_OPT_CLOSE_ON_FREE)
-			close(fd);
+		close(fd);
 		return -e;
 	}
 	evconnlistener_set_error_cb(c->listener, channel_accept_error);
-	log_info("channel: listening on %s%s", path, backlog == 0 ? " (socket activation)" : "");
+	log_debug("channel: serving %s", path);
 	return 0;
 }
 
@@ -557,9 +480,6 @@ void channel_free(struct channel *c)
 	}
 	if (c->listener)
 		evconnlistener_free(c->listener);
-	if (c->bound_path)
-		unlink(c->bound_path);
-	free(c->bound_path);
 	free(c->device);
 	if (c->accept_timer)
 		event_free(c->accept_timer);
@@ -571,39 +491,43 @@ void channel_free(struct channel *c)
 	free(c);
 }
 
-struct channel *channel_new(struct daemon *d)
+struct channel *channel_new(struct netside *n)
 {
-	const struct config *cfg = daemon_config(d);
+	const struct config *cfg = netside_config(n);
+	int listen_fd = netside_take_listen_fd(n);
+	if (!cfg->socket[0] && !cfg->device[0]) {
+		closep(&listen_fd);
+		return NULL;
+	}
 	struct channel *c = calloc(1, sizeof(*c));
 	if (!c) {
 		log_warnx("channel: out of memory");
+		closep(&listen_fd);
 		return NULL;
 	}
-	c->d = d;
-	c->base = daemon_base(d);
+	c->n = n;
+	c->base = netside_base(n);
 	c->device = strdup(cfg->device);
 	c->line = malloc(CHANNEL_LINE_MAX);
 	c->accept_timer = evtimer_new(c->base, channel_accept_again, c);
 	if (!c->device || !c->line || !c->accept_timer) {
 		log_warnx("channel: out of memory");
+		closep(&listen_fd);
 		channel_free(c);
 		return NULL;
 	}
 	/* The device first: once the socket exists, both are served. */
-	if (cfg->device[0] && !(c->dev = devport_new(c->base, cfg->device, channel_device_attach, c))) {
+	if (cfg->device[0] &&
+	    !(c->dev = devport_new(c->base, cfg->device, channel_device_request, channel_device_attach, c))) {
 		log_warnx("channel: out of memory");
+		closep(&listen_fd);
 		channel_free(c);
 		return NULL;
 	}
-	if (cfg->socket[0]) {
-		int r = channel_listen(c, cfg->socket);
-		if (r < 0) {
-			log_warnx("channel: cannot listen on %s: %s", cfg->socket,
-				  r == -EEXIST ? "it exists and is not a socket" :
-				  r == -EADDRINUSE ? "another agent is listening there" : strerror(-r));
-			channel_free(c);
-			return NULL;
-		}
+	if (listen_fd >= 0 && channel_listen(c, cfg->socket, listen_fd) < 0) {
+		log_warnx("channel: cannot serve %s: %s", cfg->socket, strerror(errno));
+		channel_free(c);
+		return NULL;
 	}
 	return c;
 }

@@ -1,13 +1,21 @@
-/* The local channel: a unix socket (root peers only) and a virtio-serial
- * port, newline-delimited JSON, one task per line in, one result per line
- * out, in order. */
+/* The local channel, on the network side: a unix socket (root peers only;
+ * the monitor binds it) and a virtio-serial port (the monitor opens it),
+ * newline-delimited JSON, one task per line in, one result per line out,
+ * in order. */
 #pragma once
 
-#include "daemon.h"
+#include <stdint.h>
 
+#define CHANNEL_RESULT_MAX ((size_t)64 * 1024)	/* one result line from the monitor */
+
+struct netside;
 struct channel;
 
-/* Opens [channel] socket and device as configured (each may be off).
- * NULL with a log line when an enabled one cannot be opened. */
-struct channel *channel_new(struct daemon *d);
+/* Serves the listener the monitor passed and [channel] device. NULL when
+ * neither is configured, or with a log line when one cannot be served. */
+struct channel *channel_new(struct netside *n);
 void channel_free(struct channel *c);
+/* The monitor's result for the line it was handed under tag. */
+void channel_result(struct channel *c, uint32_t tag, const char *json, size_t len);
+/* The monitor opened the device (fd, taken over) or could not (err). */
+void channel_device_opened(struct channel *c, int fd, int err);

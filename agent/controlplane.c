@@ -20,8 +20,9 @@
 #include "controlplane.h"
 #include "cphttp.h"
 #include "framing.h"
-#include "journal.h"
 #include "log.h"
+#include "netside.h"
+#include "task.h"
 
 #define CP_TOKEN_MAX 4096
 #define CP_POLL_SLACK_S 15		/* past the long poll's wait: the whole request's deadline */
@@ -29,9 +30,18 @@
 #define CP_POLL_BODY_MAX (4L * 1024 * 1024)
 #define CP_POST_BODY_MAX (64L * 1024)
 #define CP_BACKOFF_CAP_MIN_MS 60000U
+#define CP_POSTS_MAX 64			/* results held here; the monitor keeps the rest */
+
+/* A result to post, as the monitor sent it. */
+struct cp_post {
+	struct cp_post *next;
+	char id[TASK_ID_MAX + 1];
+	char *json;
+	size_t len;
+};
 
 struct controlplane {
-	struct daemon *d;
+	struct netside *n;
 	struct cphttp_peer peer;
 	char *host;
 	char *host_header;
@@ -41,12 +51,10 @@ struct controlplane {
 	bool settled;				/* the first poll has answered or failed */
 	bool reached;				/* a poll succeeded */
 	struct secret auth;			/* "Bearer <token>"; empty without a token */
-	struct journal journal;
-	bool journal_open;			/* journal needs journal_close */
 	struct cphttp_slot poll;
 	struct cphttp_slot send;
-	struct strv ids;			/* the outbox as last listed, oldest first */
-	size_t next;				/* the entry of ids in hand */
+	struct cp_post *head, *tail;		/* oldest first; head is in hand */
+	size_t n_posts;
 };
 
 static void controlplane_freep(struct controlplane **p)
@@ -104,15 +112,9 @@ static int take_body(struct evbuffer *in, struct buf *out)
 	return r;
 }
 
-static void controlplane_task_done(const struct result *res, const char *json, void *arg)
-{
-	(void)json;
-	log_debug("control plane: task %s finished; posting its result", res->task_id);
-	controlplane_outbox_kick(arg);
-}
-
-/* Hands each task of {"tasks": [...]} to the daemon. Every text made here
- * is wiped; cJSON's own frees are wiped by the process-wide hook. */
+/* Hands each task of {"tasks": [...]} to the monitor: it parses them,
+ * this side only splits the answer. Every text made here is wiped;
+ * cJSON's own frees are wiped by the process-wide hook. */
 struct poll_batch {
 	struct controlplane *p;
 	unsigned n;
@@ -125,9 +127,14 @@ static int poll_submit_one(const char *text, size_t len, unsigned index, void *a
 		log_warnx("control plane: element %u of \"tasks\" is not an object; skipped", index);
 		return 0;
 	}
-	/* Queue full: the rest stays with the control plane, which delivers
-	 * again what has no result. */
-	int r = daemon_submit(b->p->d, text, len, SOURCE_CONTROL_PLANE, controlplane_task_done, b->p);
+	if (len > TASK_MAX_BYTES) {
+		log_warnx("control plane: element %u of \"tasks\" is longer than %d bytes; skipped", index,
+			  TASK_MAX_BYTES);
+		return 0;
+	}
+	/* The monitor does not keep up: the rest stays with the control
+	 * plane, which delivers again what has no result. */
+	int r = netside_submit(b->p->n, MSGFRAME_ROUTE_CONTROL_PLANE, 0, text, len);
 	if (r < 0)
 		return r;
 	b->n++;
@@ -142,9 +149,7 @@ static int poll_submit(struct controlplane *p, const char *body, size_t len, uns
 	return r;
 }
 
-/* Results whose task finished under an earlier poller (SIGHUP) or that the
- * daemon recorded without calling back: a look at the outbox per poll. A
- * sender backing off from a failure tries now, the control plane being
+/* A sender backing off from a failure tries now, the control plane being
  * back, unless it was told to wait (Retry-After). */
 static void send_wake(struct controlplane *p)
 {
@@ -185,7 +190,7 @@ static void poll_settle(struct controlplane *p)
 	if (p->settled)
 		return;
 	p->settled = true;
-	daemon_source_settled(p->d);
+	netside_settled(p->n);
 }
 
 static void poll_done(struct cphttp_slot *s, struct evhttp_request *req, int code)
@@ -216,7 +221,7 @@ static void poll_done(struct cphttp_slot *s, struct evhttp_request *req, int cod
 	if (r == -EBADMSG)
 		snprintf(err, sizeof(err), "the answer is not {\"tasks\": [...]}");
 	else if (r == -ENOBUFS)
-		snprintf(err, sizeof(err), "the task queue is full after %u new task%s", n, n == 1 ? "" : "s");
+		snprintf(err, sizeof(err), "the agent's queue is full after %u new task%s", n, n == 1 ? "" : "s");
 	else
 		snprintf(err, sizeof(err), "%s", strerror(-r));
 	cphttp_failed(s, "polling for tasks failed", err);
@@ -230,7 +235,7 @@ static void poll_run(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 	(void)what;
 	/* The first poll does not wait: what is queued is picked up at once,
-	 * and the daemon tells systemd it is ready after applying it. */
+	 * and the monitor tells systemd it is ready after applying it. */
 	int wait = p->settled ? p->poll_wait_s : 0;
 	int r = task_uri(p, NULL, &uri);
 	if (r == 0)
@@ -242,22 +247,25 @@ static void poll_run(evutil_socket_t fd, short what, void *arg)
 		cphttp_failed(&p->poll, "cannot start polling", strerror(-r));
 }
 
-/* The outbox entry in hand is done with: acknowledged or refused for good. */
+/* The result in hand is done with: acknowledged or refused for good. The
+ * monitor takes it out of the outbox and sends the next. */
 static void send_forget(struct controlplane *p)
 {
-	const char *id = p->ids.v[p->next];
-	int r = journal_outbox_remove(&p->journal, id);
-	if (r < 0 && r != -ENOENT)
-		log_warnx("control plane: cannot remove the result of task %s from the outbox: %s", id,
-			  strerror(-r));
-	p->next++;
+	struct cp_post *o = p->head;
+	p->head = o->next;
+	if (!p->head)
+		p->tail = NULL;
+	p->n_posts--;
+	netside_posted(p->n, o->id);
+	free(o->json);
+	free(o);
 	cphttp_schedule(&p->send, 0);
 }
 
 static void send_done(struct cphttp_slot *s, struct evhttp_request *req, int code)
 {
 	struct controlplane *p = s->arg;
-	const char *id = p->ids.v[p->next];
+	const char *id = p->head->id;
 	char err[CPHTTP_ERR_MAX], what[TASK_ID_MAX + 64];
 	if (code >= 200 && code < 300) {
 		cphttp_succeeded(s);
@@ -279,56 +287,52 @@ static void send_done(struct cphttp_slot *s, struct evhttp_request *req, int cod
 	cphttp_failed(s, what, err);
 }
 
-/* Posts the next outbox entry, oldest first. The outbox is listed again
- * once the last listing is used up, so results added meanwhile follow. */
+/* Posts the oldest result held; idle when none is. */
 static void send_run(evutil_socket_t fd, short what, void *arg)
 {
 	struct controlplane *p = arg;
-	bool listed = false;
 	(void)fd;
 	(void)what;
-	for (;;) {
-		if (p->next >= p->ids.n) {
-			if (listed)
-				return;	/* idle until kicked */
-			strv_free(&p->ids);
-			p->next = 0;
-			int r = journal_outbox_list(&p->journal, &p->ids);
-			if (r < 0) {
-				cphttp_failed(&p->send, "cannot list the outbox", strerror(-r));
-				return;
-			}
-			listed = true;
-			continue;
-		}
-		const char *id = p->ids.v[p->next];
-		_cleanup_free_ char *json = NULL;
-		_cleanup_(buf_free) struct buf uri = { 0 };
-		size_t len = 0;
-		int r = str_is_token(id, TASK_ID_MAX) ? journal_outbox_get(&p->journal, id, &json, &len) : -EINVAL;
-		if (r < 0) {
-			if (r != -ENOENT)
-				log_warnx("control plane: skipping outbox entry %s: %s", id, strerror(-r));
-			p->next++;
-			continue;
-		}
-		r = task_uri(p, id, &uri);
-		if (r == 0)
-			r = cphttp_request(&p->send, EVHTTP_REQ_POST, uri.data, json, len, CP_POST_TIMEOUT_S,
-					   CP_POST_BODY_MAX);
-		if (r < 0)
-			cphttp_failed(&p->send, "cannot start posting a result", strerror(-r));
+	if (!p->head || p->send.req)
 		return;
-	}
+	_cleanup_(buf_free) struct buf uri = { 0 };
+	int r = task_uri(p, p->head->id, &uri);
+	if (r == 0)
+		r = cphttp_request(&p->send, EVHTTP_REQ_POST, uri.data, p->head->json, p->head->len, CP_POST_TIMEOUT_S,
+				   CP_POST_BODY_MAX);
+	if (r < 0)
+		cphttp_failed(&p->send, "cannot start posting a result", strerror(-r));
 }
 
-/* A request in flight lists the outbox again when it is done, and one
- * backing off keeps to its pace: a fleet's results do not come back in
- * step with its tasks. */
-void controlplane_outbox_kick(struct controlplane *p)
+/* A request in flight takes the next when it is done, and one backing off
+ * keeps to its pace: a fleet's results do not come back in step with its
+ * tasks. The same task again (the monitor sent the outbox over after a
+ * restart) replaces what is held. */
+int controlplane_post(struct controlplane *p, const char *task_id, const char *json, size_t len)
 {
-	if (p && !p->send.req && p->send.failures == 0)
+	for (struct cp_post *o = p->head; o; o = o->next)
+		if (streq(o->id, task_id))
+			return 0;
+	if (p->n_posts >= CP_POSTS_MAX)
+		return -ENOBUFS;
+	struct cp_post *o = calloc(1, sizeof(*o));
+	char *copy = strndup(json, len);
+	if (!o || !copy) {
+		free(o);
+		free(copy);
+		return -ENOMEM;
+	}
+	*o = (struct cp_post){ .json = copy, .len = strlen(copy) };
+	snprintf(o->id, sizeof(o->id), "%s", task_id);
+	if (p->tail)
+		p->tail->next = o;
+	else
+		p->head = o;
+	p->tail = o;
+	p->n_posts++;
+	if (!p->send.req && p->send.failures == 0 && !cphttp_scheduled(&p->send))
 		cphttp_schedule(&p->send, 0);
+	return 0;
 }
 
 /* The bearer token: one line, at most CP_TOKEN_MAX bytes, never logged. */
@@ -429,7 +433,7 @@ static int setup_transport(struct controlplane *p, const struct config *cfg)
 		log_warnx("control plane: %s is not a usable http(s) URL (no user, query or fragment)", cfg->url);
 		return https;
 	}
-	*peer = (struct cphttp_peer){ .base = daemon_base(p->d), .host = p->host, .host_header = p->host_header,
+	*peer = (struct cphttp_peer){ .base = netside_base(p->n), .host = p->host, .host_header = p->host_header,
 				      .host_is_ip = peer->host_is_ip, .port = peer->port, .auth = &p->auth,
 				      .jitter_pct = (unsigned)cfg->poll_jitter_pct,
 				      .backoff_cap_ms = backoff_cap_ms(cfg->poll_wait_s) };
@@ -448,15 +452,14 @@ static int setup_transport(struct controlplane *p, const struct config *cfg)
 	return 0;
 }
 
-struct controlplane *controlplane_new(struct daemon *d)
+struct controlplane *controlplane_new(struct netside *n)
 {
-	const struct config *cfg = daemon_config(d);
-	char msg[256] = "";
+	const struct config *cfg = netside_config(n);
 	if (!cfg->url || !cfg->url[0]) {
 		log_debug("control plane: no url; not polling");
 		return NULL;
 	}
-	const char *sid = daemon_server_id(d);
+	const char *sid = netside_server_id(n);
 	if (!sid || !*sid) {
 		log_warnx("control plane: this VM's server id is unknown (set [control_plane] server_id); not polling");
 		return NULL;
@@ -464,7 +467,7 @@ struct controlplane *controlplane_new(struct daemon *d)
 	_cleanup_(controlplane_freep) struct controlplane *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	*p = (struct controlplane){ .d = d, .poll_wait_s = cfg->poll_wait_s };
+	*p = (struct controlplane){ .n = n, .poll_wait_s = cfg->poll_wait_s };
 	p->server_id = strdup(sid);
 	if (!p->server_id)
 		return NULL;
@@ -479,13 +482,6 @@ struct controlplane *controlplane_new(struct daemon *d)
 	}
 	if (setup_transport(p, cfg) < 0)
 		return NULL;
-	/* journal_open initialises the struct first: closing it is right
-	 * even after a failure, which leaves what it opened open. */
-	p->journal_open = true;
-	if (journal_open(cfg->state_dir, cfg->results_keep, &p->journal, msg, sizeof(msg)) < 0) {
-		log_warnx("control plane: %s; not polling", msg);
-		return NULL;
-	}
 	if (cphttp_slot_init(&p->poll, &p->peer, "polling for tasks", poll_run, poll_done, p) < 0 ||
 	    cphttp_slot_init(&p->send, &p->peer, "posting results", send_run, send_done, p) < 0)
 		return NULL;
@@ -493,8 +489,6 @@ struct controlplane *controlplane_new(struct daemon *d)
 	log_info("control plane: polling %s for server %s (wait %d s, jitter %d%%; first poll in %u.%03u s)",
 		 cfg->url, p->server_id, p->poll_wait_s, cfg->poll_jitter_pct, first / 1000, first % 1000);
 	cphttp_schedule(&p->poll, first);
-	/* Results kept across a restart (or a SIGHUP) are sent from the start. */
-	cphttp_schedule(&p->send, 0);
 	return TAKE_PTR(p);
 }
 
@@ -508,9 +502,12 @@ void controlplane_free(struct controlplane *p)
 	if (p->peer.dns)
 		evdns_base_free(p->peer.dns, 0);
 	SSL_CTX_free(p->peer.ssl_ctx);
-	if (p->journal_open)
-		journal_close(&p->journal);
-	strv_free(&p->ids);
+	while (p->head) {
+		struct cp_post *o = p->head;
+		p->head = o->next;
+		free(o->json);
+		free(o);
+	}
 	secret_wipe(&p->auth);
 	free(p->host);
 	free(p->host_header);

@@ -1,16 +1,19 @@
-/* The control plane: the long poll for tasks and the outbox of results,
- * over HTTP(S) (libevent evhttp, TLS through libevent_openssl). */
+/* The control plane, on the network side: the long poll for tasks and the
+ * posting of results, over HTTP(S) (libevent evhttp, TLS through
+ * libevent_openssl). The outbox itself is the monitor's: it sends the
+ * results here one by one and takes each out once it is posted. */
 #pragma once
 
-#include "daemon.h"
+#include <stddef.h>
 
+struct netside;
 struct controlplane;
 
-/* Starts polling {url}/v1/servers/{server_id}/tasks and sending the outbox.
- * NULL (and a log line) when url is empty or the setup failed. */
-struct controlplane *controlplane_new(struct daemon *d);
+/* Starts polling {url}/v1/servers/{server_id}/tasks. NULL (and a log line)
+ * when url is empty or the setup failed. */
+struct controlplane *controlplane_new(struct netside *n);
 void controlplane_free(struct controlplane *p);
-
-/* A result was added to the outbox: send it now rather than at the next
- * backoff tick. */
-void controlplane_outbox_kick(struct controlplane *p);
+/* Posts task_id's result (json, len bytes) after those held before it;
+ * netside_posted() once the control plane took it. -ENOBUFS while too
+ * many wait. */
+int controlplane_post(struct controlplane *p, const char *task_id, const char *json, size_t len);

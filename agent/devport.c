@@ -26,6 +26,7 @@
 struct devport {
 	struct event_base *base;
 	char *path;
+	devport_request_fn *request;
 	devport_attach_fn *attach;
 	void *arg;
 	struct event *timer;
@@ -33,6 +34,7 @@ struct devport {
 	int held_fd;		/* the port while no reader is on it, or -1 */
 	unsigned hold_ms;	/* the timer's next delay while holding */
 	bool open_failed;	/* the last open failed and was logged */
+	bool opening;		/* asked the monitor to open it; no answer yet */
 	bool sigio_seen;	/* a SIGIO while a reader was on the port */
 	bool holdable;		/* what is open now is a virtio port */
 };
@@ -78,36 +80,58 @@ static int devport_give(struct devport *dp, int fd)
 	return dp->attach(dp->arg, fd);
 }
 
-static int devport_open(struct devport *dp)
+static int devport_open(struct devport *dp, int fd)
 {
-	_cleanup_close_ int fd = open(dp->path, O_RDWR | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
 	int r = devport_setup(dp, fd);
-	if (r < 0)
+	if (r < 0) {
+		close(fd);
 		return r;
-	/* cppcheck-suppress unreadVariable ; the _cleanup_ reads it */
-	return devport_give(dp, TAKE_FD(fd));
+	}
+	return devport_give(dp, fd);
 }
 
 /* A missing port is normal (the VM boots before the host's side is there):
  * keep trying, say so once. */
-static void devport_try_open(struct devport *dp)
+static void devport_failed(struct devport *dp, int err)
 {
-	int r = devport_open(dp);
-	if (r == 0) {
-		if (dp->open_failed)
-			log_info("channel: %s is open", dp->path);
-		else
-			log_debug("channel: %s is open", dp->path);
-		dp->open_failed = false;
-		return;
-	}
 	if (!dp->open_failed)
-		log_warnx("channel: cannot open %s: %s; retrying every %d s", dp->path, strerror(-r),
+		log_warnx("channel: cannot open %s: %s; retrying every %d s", dp->path, strerror(-err),
 			  DEVPORT_RETRY_MS / 1000);
 	dp->open_failed = true;
 	devport_arm(dp, DEVPORT_RETRY_MS);
+}
+
+/* The monitor opens the port (this side may not) and answers in
+ * devport_opened. */
+static void devport_try_open(struct devport *dp)
+{
+	if (dp->opening)
+		return;
+	int r = dp->request(dp->arg);
+	if (r < 0) {
+		devport_failed(dp, r);
+		return;
+	}
+	dp->opening = true;
+}
+
+void devport_opened(struct devport *dp, int fd, int err)
+{
+	if (!dp->opening) {
+		closep(&fd);
+		return;
+	}
+	dp->opening = false;
+	int r = err < 0 ? err : fd < 0 ? -EBADF : devport_open(dp, fd);
+	if (r < 0) {
+		devport_failed(dp, r);
+		return;
+	}
+	if (dp->open_failed)
+		log_info("channel: %s is open", dp->path);
+	else
+		log_debug("channel: %s is open", dp->path);
+	dp->open_failed = false;
 }
 
 /* The held port gets a reader again: at once at end of file when the host
@@ -169,12 +193,13 @@ void devport_lost(struct devport *dp, int fd, bool eof, bool saw_input)
 	devport_arm(dp, dp->sigio_seen ? 0 : dp->hold_ms);
 }
 
-struct devport *devport_new(struct event_base *base, const char *path, devport_attach_fn *attach, void *arg)
+struct devport *devport_new(struct event_base *base, const char *path, devport_request_fn *request,
+			    devport_attach_fn *attach, void *arg)
 {
 	struct devport *dp = calloc(1, sizeof(*dp));
 	if (!dp)
 		return NULL;
-	*dp = (struct devport){ .base = base, .attach = attach, .arg = arg, .held_fd = -1 };
+	*dp = (struct devport){ .base = base, .request = request, .attach = attach, .arg = arg, .held_fd = -1 };
 	dp->path = strdup(path);
 	dp->timer = evtimer_new(base, devport_timer, dp);
 	if (!dp->path || !dp->timer) {

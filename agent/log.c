@@ -103,6 +103,11 @@ void log_set_debug(bool on)
 	log_debug_on = on;
 }
 
+bool log_debug_enabled(void)
+{
+	return log_debug_on;
+}
+
 bool log_journal(void)
 {
 	return log_to_journal;

@@ -6,6 +6,7 @@
 
 void log_init(const char *ident);
 void log_set_debug(bool on);
+bool log_debug_enabled(void);
 /* True when stderr is the journal's stream (run by systemd). */
 bool log_journal(void);
 /* The descriptor the journal lines go out on, or -1: a process that closes

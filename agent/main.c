@@ -3,6 +3,7 @@
 #include <malloc.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 
 #include <event2/event.h>
 
@@ -11,7 +12,9 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "netside.h"
 #include "version.h"
+#include "worker.h"
 
 static void usage(FILE *out)
 {
@@ -126,6 +129,28 @@ static int cmd_apply(const struct config *cfg, int argc, char **argv, unsigned f
 	return r == 0 ? 0 : 1;
 }
 
+/* The daemon's own processes: the network side and a worker are this
+ * program exec'd again by the monitor under another argv[0], with their
+ * socket on descriptor 3. Anyone else starting them gets exit 2. */
+static int internal_main(int argc, char **argv, bool net)
+{
+	const char *config_path = NULL;
+	struct stat st;
+	if (fstat(3, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		fprintf(stderr, "%s: started only by `kps-agent run`\n", argv[0]);
+		return 2;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (streq(argv[i], "-v"))
+			log_set_debug(true);
+		else if (streq(argv[i], "-c") && i + 1 < argc)
+			config_path = argv[++i];
+		else
+			return 2;
+	}
+	return net ? netside_main(config_path) : worker_main(config_path);
+}
+
 int main(int argc, char **argv)
 {
 	static const struct option opts[] = {
@@ -137,6 +162,9 @@ int main(int argc, char **argv)
 	int c;
 	harden_process();
 	log_init("kps-agent");
+	const char *self = argc > 0 ? argv[0] : "";
+	if (streq(self, "kps-agent-net") || streq(self, "kps-agent-worker"))
+		return internal_main(argc, argv, streq(self, "kps-agent-net"));
 	while ((c = getopt_long(argc, argv, "+c:Vhv", opts, NULL)) != -1) {
 		switch (c) {
 		case 'c':

@@ -1,0 +1,101 @@
+/* The monitor's state, shared by daemon.c (queue and workers) and
+ * daemon_net.c (the network side): nothing outside the two includes it. */
+#pragma once
+
+#include <sys/types.h>
+
+#include <event2/event.h>
+
+#include "config.h"
+#include "daemon.h"
+#include "journal.h"
+#include "link.h"
+#include "msgframe.h"
+#include "result.h"
+#include "task.h"
+
+#define DAEMON_POSTS_MAX 16	/* results handed to the network side, not yet acknowledged */
+
+struct job {
+	struct job *next;
+	char *text;		/* the task; a rollback's message for route 0 */
+	size_t len;
+	enum msgframe_route route;	/* 0: the rollback of a task cut off before this start */
+	uint32_t tag;			/* the network side's line, for a channel's task */
+	unsigned gen;			/* the network side it came from */
+	char task_id[TASK_ID_MAX + 1];
+};
+
+struct worker {
+	struct job *job;
+	pid_t pid;
+	struct link *link;
+	struct event *timer;
+	struct event *done_ev;
+	char *out;		/* the result frame's JSON */
+	bool recovering;	/* this worker rolls back a task cut off */
+	enum error_code code;	/* what the rollback reports */
+	char why[160];
+};
+
+struct daemon_net {
+	pid_t pid;
+	struct link *link;
+	unsigned gen;			/* one more for every network side started */
+	struct event *restart_timer;
+	struct event *closed_ev;
+	unsigned crashes;		/* in a row: the restart's backoff */
+	bool restart_now;		/* SIGHUP: the next one starts at once */
+	int listen_fd;
+	char *bound_path;		/* the socket file we made */
+	char posted[DAEMON_POSTS_MAX][TASK_ID_MAX + 1];	/* handed over, not yet acknowledged */
+	int64_t device_opened_ms;
+	bool queue_full;		/* logged once per episode */
+};
+
+struct daemon {
+	struct config cfg;
+	const char *config_path;
+	char *server_id;
+	struct event_base *base;
+	struct event *signals[4];
+	struct event *watchdog;
+	struct event *stop_timer;
+	struct event *ready_timer;
+	struct event *expiry_timer;	/* the next key_expires_at, when one is ahead */
+	struct job *head, *tail;
+	size_t queued;
+	struct worker worker;
+	struct daemon_net net;
+	struct journal journal;		/* the outbox */
+	int self_fd;			/* this executable, for the workers */
+	int mark_fd;			/* the state dir's daemon.lock, for status */
+	unsigned long applied, failed;
+	bool stopping;
+	bool ready;			/* READY=1 sent */
+	bool waiting_source;		/* READY=1 waits for the control plane's first poll */
+};
+
+void event_freep(struct event **ev);
+void job_free(struct job *j);
+void daemon_status(struct daemon *d);
+void daemon_check_ready(struct daemon *d);
+void daemon_check_stopped(struct daemon *d);
+/* A task with this id is queued or in hand. */
+bool daemon_has_task(const struct daemon *d, const char *task_id);
+/* Takes j over on success; -ENOBUFS when stopping or full. */
+int daemon_queue(struct daemon *d, struct job *j);
+
+/* daemon_net.c */
+void daemon_net_init(struct daemon *d);
+int daemon_net_start(struct daemon *d, bool open_socket);
+/* SIGHUP: a new network side with the new configuration (and a new
+ * listener when the socket's path changed). */
+void daemon_net_restart(struct daemon *d, bool new_socket);
+void daemon_net_exited(struct daemon *d, int status);
+void daemon_net_stop(struct daemon *d);
+void daemon_net_free(struct daemon *d);
+/* A channel task's result, back to the line it came on. */
+void daemon_net_answer(struct daemon *d, const struct job *j, const char *json);
+/* Hands the outbox's results to the network side, oldest first. */
+void daemon_net_feed(struct daemon *d);

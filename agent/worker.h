@@ -1,0 +1,22 @@
+/* Workers: each task is applied in a fresh exec of the agent (argv[0]
+ * "kps-agent-worker"), never in a fork of the monitor, so that it holds
+ * nothing of other tasks or of the network side. The monitor sends one
+ * frame on the worker's socket and reads one result frame back. */
+#pragma once
+
+#include <sys/types.h>
+
+#include "result.h"
+
+#define WORKER_SOCKET_FD 3
+#define WORKER_RESULT_MAX ((size_t)64 * 1024)
+
+/* Starts argv0 (the monitor's own executable, self_fd) with the socket on
+ * WORKER_SOCKET_FD and the config path; 0 with *pid and *fd (the monitor's
+ * end, close-on-exec) or -errno. */
+int worker_spawn(int self_fd, const char *argv0, const char *config_path, bool debug, const int *keep_fds,
+		 size_t n_keep, pid_t *pid, int *fd);
+
+/* The worker process: one TASK or RECOVER frame in, one RESULT frame out.
+ * Returns the exit code. */
+int worker_main(const char *config_path);
