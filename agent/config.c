@@ -62,13 +62,30 @@ static int set_state_dir(struct config *c, const char *v, const char **why)
 	return set_abs_path(&c->state_dir, v, false, why);
 }
 
+/* The portable user names of POSIX (letters, digits, . _ -, no leading
+ * '-'), as useradd takes them, at most CONFIG_USER_MAX long. */
+static bool is_user_name(const char *v)
+{
+	return str_is_token(v, CONFIG_USER_MAX) && v[0] != '-';
+}
+
 static int set_user(struct config *c, const char *v, const char **why)
 {
-	if (!str_is_token(v, 32) || v[0] == '-') {
+	if (!is_user_name(v)) {
 		*why = "must be a user name";
 		return -EINVAL;
 	}
 	return set_string(&c->user, v);
+}
+
+static int set_unprivileged_user(struct config *c, const char *v, const char **why)
+{
+	if (!is_user_name(v)) {
+		*why = "must be a user name";
+		return -EINVAL;
+	}
+	snprintf(c->unprivileged_user, sizeof(c->unprivileged_user), "%s", v);
+	return 0;
 }
 
 static int set_task_timeout(struct config *c, const char *v, const char **why)
@@ -262,7 +279,7 @@ static int set_policy_users(struct config *c, const char *v, const char **why)
 		size_t n = strlen(u);
 		while (n > 0 && (u[n - 1] == ' ' || u[n - 1] == '\t'))
 			u[--n] = '\0';
-		if (!str_is_token(u, 32) || u[0] == '-') {
+		if (!is_user_name(u)) {
 			*why = "must be a comma-separated list of user names";
 			return -EINVAL;
 		}
@@ -295,6 +312,7 @@ static const struct config_key config_keys[] = {
 	{ "agent", "user", set_user },
 	{ "agent", "task_timeout", set_task_timeout },
 	{ "agent", "results_keep", set_results_keep },
+	{ "agent", "unprivileged_user", set_unprivileged_user },
 	{ "sshd", "binary", set_sshd_binary },
 	{ "sshd", "config", set_sshd_config },
 	{ "sshd", "reload", set_reload },
@@ -396,6 +414,7 @@ void config_init_defaults(struct config *cfg)
 		.user = strdup("root"),
 		.task_timeout_s = 60,
 		.results_keep = 1000,
+		.unprivileged_user = "kps-agent",
 		.sshd_binary = strdup("/usr/sbin/sshd"),
 		.sshd_config = strdup("/etc/ssh/sshd_config"),
 		.reload = RELOAD_AUTO,

@@ -6,6 +6,8 @@
 #include "util.h"
 
 #define CONFIG_PATH_MAX 4096
+/* A user name as the config takes it: 1-32 of [A-Za-z0-9._-], no leading '-'. */
+#define CONFIG_USER_MAX 32
 
 enum reload_kind {
 	RELOAD_AUTO,
@@ -22,6 +24,9 @@ struct config {
 	char *user;
 	int task_timeout_s;		/* whole task, rollback included */
 	size_t results_keep;		/* acknowledged results kept, newest first */
+	/* The network side's user, as written (not resolved here: `run` looks
+	 * it up and falls back to nobody when it is missing). */
+	char unprivileged_user[CONFIG_USER_MAX + 1];
 	/* [sshd] */
 	char *sshd_binary;
 	char *sshd_config;

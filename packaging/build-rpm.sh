@@ -13,7 +13,8 @@
 # loads stand-in macros from this script and passes --nodeps: the build
 # dependencies must then be installed the host's own way (apt), and the
 # scriptlets in the package are the stand-ins' (same commands as
-# systemd-rpm-macros).
+# systemd-rpm-macros, but for the user of sysusers.d: systemd-sysusers
+# instead of useradd).
 set -eu
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -39,6 +40,7 @@ mkdir -p "$work/rpmbuild/SOURCES" "$work/rpmbuild/SPECS" "$work/src"
 copy_tree "$top" "$work/src/kps-agent-$version"
 tar -C "$work/src" -czf "$work/rpmbuild/SOURCES/kps-agent-$version.tar.gz" "kps-agent-$version"
 cp "$spec" "$work/rpmbuild/SPECS/"
+cp "$top/unit/kps-agent.sysusers" "$work/rpmbuild/SOURCES/"
 
 set -- --define "_topdir $work/rpmbuild"
 
@@ -47,10 +49,12 @@ if [ "$(rpm --eval '%{?meson:yes}')" != yes ] || [ "$(rpm --eval '%{?systemd_pos
 	unitdir=$(pkg-config --variable=systemdsystemunitdir systemd 2>/dev/null || true)
 	generatordir=$(pkg-config --variable=systemdsystemgeneratordir systemd 2>/dev/null || true)
 	tmpfilesdir=$(pkg-config --variable=tmpfilesdir systemd 2>/dev/null || true)
+	sysusersdir=$(pkg-config --variable=sysusersdir systemd 2>/dev/null || true)
 	cat >"$work/macros.stand-in" <<EOF
 %_unitdir ${unitdir:-/usr/lib/systemd/system}
 %_systemdgeneratordir ${generatordir:-/usr/lib/systemd/system-generators}
 %_tmpfilesdir ${tmpfilesdir:-/usr/lib/tmpfiles.d}
+%_sysusersdir ${sysusersdir:-/usr/lib/sysusers.d}
 %_vpath_builddir rpm-build
 %meson %{set_build_flags}\\
 meson setup --buildtype=plain --prefix=%{_prefix} --libdir=%{_libdir} --bindir=%{_bindir} --sbindir=%{_sbindir} --datadir=%{_datadir} --mandir=%{_mandir} --sysconfdir=%{_sysconfdir} --localstatedir=%{_localstatedir} --sharedstatedir=%{_sharedstatedir} --wrap-mode=nodownload . %{_vpath_builddir}
@@ -64,6 +68,8 @@ Requires(postun): systemd
 %systemd_postun() if [ \$1 -ge 1 ]; then systemctl daemon-reload >/dev/null 2>&1 || :; fi
 %systemd_postun_with_restart() if [ \$1 -ge 1 ]; then systemctl daemon-reload >/dev/null 2>&1 || :; systemctl try-restart %{?*} >/dev/null 2>&1 || :; fi
 %tmpfiles_create() systemd-tmpfiles --create %{?*} >/dev/null 2>&1 || :
+%sysusers_requires_compat Requires(pre): systemd
+%sysusers_create_compat() echo '%(grep -v -e '^#' -e '^\$' %1)' | systemd-sysusers --replace=%{_sysusersdir}/%{name}.conf - || :
 EOF
 	set -- "$@" --load "$work/macros.stand-in" --define 'debug_package %{nil}'
 fi

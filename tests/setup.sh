@@ -2,14 +2,15 @@
 # Installs what kps-agent needs to build and test on Debian 12 (as root),
 # then configures and builds it in ./build. A minimal root (debootstrap
 # --variant=minbase, a container image) lacks commands a bookworm image
-# happens to carry: openssl (cp_check's certificates), strace, pkill.
+# happens to carry: openssl (cp_check's certificates), strace, pkill,
+# systemd-sysusers (the network side's user below).
 set -eu
 cd "$(dirname "$0")/.."
 
 PACKAGES="meson ninja-build pkg-config gcc clang python3 \
-	libssh-dev libevent-dev libcjson-dev libsystemd-dev libinih-dev libcmocka-dev libssl-dev libselinux1-dev libsepol-dev \
+	libssh-dev libevent-dev libcjson-dev libsystemd-dev libinih-dev libcmocka-dev libssl-dev libselinux1-dev libsepol-dev libseccomp-dev \
 	openssh-server openssh-client sshpass python3-cryptography \
-	openssl strace procps"
+	openssl strace procps systemd"
 
 missing=""
 for p in $PACKAGES; do
@@ -27,6 +28,11 @@ if [ -n "$missing" ]; then
 	apt-get install -y -qq --no-install-recommends $missing >/dev/null
 fi
 mkdir -p /run/sshd
+
+# The network side's user ([agent] unprivileged_user), made as the packages
+# make it: systemd-sysusers on the file they install (unit/kps-agent.sysusers),
+# so that the tests run the daemon's network side as the real user.
+systemd-sysusers "$PWD/unit/kps-agent.sysusers"
 
 # The clouds' real Node SDKs the emulator's tests drive, at the versions
 # tests/emulator/sdk/package-lock.json pins (Debian 12: nodejs 18, npm 9).

@@ -214,6 +214,39 @@ static void test_policy_and_verify_key(void **state)
 	config_free(&cfg);
 }
 
+/* [agent] unprivileged_user: the network side's user, a user name as
+ * written (never resolved at load), default kps-agent. */
+static void test_unprivileged_user(void **state)
+{
+	(void)state;
+	struct config cfg;
+	char err[256] = "";
+	assert_int_equal(load("", &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.unprivileged_user, "kps-agent");
+	config_free(&cfg);
+	/* A user that does not exist loads: `run` resolves it. */
+	assert_int_equal(load("[agent]\nunprivileged_user = kps-no-such-user ; not resolved\n", &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.unprivileged_user, "kps-no-such-user");
+	config_free(&cfg);
+	static const char longest[] = "abcdefghijklmnopqrstuvwxyz_.-789";
+	assert_int_equal(strlen(longest), CONFIG_USER_MAX);
+	char text[128];
+	snprintf(text, sizeof(text), "[agent]\nunprivileged_user = %s\n", longest);
+	assert_int_equal(load(text, &cfg, err, sizeof(err)), 0);
+	assert_string_equal(cfg.unprivileged_user, longest);
+	config_free(&cfg);
+	static const char *const bad[] = {
+		"-kps", "kps agent", "kps/agent", "kps:agent", "r\xc3\xb6ot", "abcdefghijklmnopqrstuvwxyz_.-7890", "",
+	};
+	for (size_t i = 0; i < ELEMENTSOF(bad); i++) {
+		snprintf(text, sizeof(text), "[agent]\nuser = root\nunprivileged_user = %s\n", bad[i]);
+		err[0] = '\0';
+		assert_int_equal(load(text, &cfg, err, sizeof(err)), -EINVAL);
+		assert_non_null(strstr(err, "kps.conf:3: [agent] unprivileged_user must be a user name"));
+		config_free(&cfg);
+	}
+}
+
 int main(void)
 {
 	assert_non_null(mkdtemp(dir));
@@ -224,6 +257,7 @@ int main(void)
 		cmocka_unit_test(test_errors_name_file_line_key),
 		cmocka_unit_test(test_dropins_in_order),
 		cmocka_unit_test(test_policy_and_verify_key),
+		cmocka_unit_test(test_unprivileged_user),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	char cmd[300];
