@@ -18,6 +18,17 @@ CONFIGS = {
     "url-ip6": "[control_plane]\nurl = https://[fd00::1]:8443/cp\n",
     "url-name": "[control_plane]\nurl = https://cp.example.com/\n",
     "all": "[control_plane]\nurl = http://169.254.169.254\n[channel]\ndevice = /dev/virtio-ports/org.kps.agent.0\n",
+    "url-userinfo": "[control_plane]\nurl = https://u:p@192.0.2.7:8443/cp?x=1#f\n",
+    "url-and-sshd": "[control_plane]\nurl = http://192.0.2.7/\n[sshd]\naddress = 10.0.0.5\n",
+    "sshd-remote": "[sshd]\naddress = 10.0.0.5\n",
+    "sshd-remote6": "[sshd]\naddress = fd00::5\n",
+    # The resolver reads these as 10.0.0.1 and 8.0.0.1, systemd not at all:
+    # a name, not an address to allow.
+    "url-short-ipv4": "[control_plane]\nurl = http://10.1:8080/\n",
+    "url-leading-zero": "[control_plane]\nurl = http://010.0.0.1/\n",
+    "sshd-short-ipv4": "[sshd]\naddress = 10.1\n",
+    # Nothing beyond the loopback: no network drop-in at all.
+    "loopback-only": "[sshd]\naddress = 127.0.0.2\n[control_plane]\nurl =\n",
 }
 WANT = {
     "device": ["BindPaths=-/dev/virtio-ports/org.kps.agent.0", "DeviceAllow=char-virtio-portsdev rw"],
@@ -25,10 +36,25 @@ WANT = {
     "url-ip6": ["IPAddressAllow=fd00::1"],
     "url-name": ["IPAddressDeny="],
     "all": ["IPAddressAllow=169.254.169.254", "BindPaths=-/dev/virtio-ports/org.kps.agent.0"],
+    "url-userinfo": ["IPAddressAllow=192.0.2.7"],
+    "url-and-sshd": ["IPAddressAllow=192.0.2.7 10.0.0.5", "After=network-online.target"],
+    "sshd-remote": ["IPAddressAllow=10.0.0.5"],
+    "sshd-remote6": ["IPAddressAllow=fd00::5"],
+    "url-short-ipv4": ["IPAddressDeny="],
+    "url-leading-zero": ["IPAddressDeny="],
+    "sshd-short-ipv4": ["IPAddressDeny="],
+    "loopback-only": [],
 }
-# A host name cannot be narrowed to addresses at boot: that one may rate
-# worse, and says so in its drop-in.
-MAY_RATE_WORSE = {"url-name"}
+# Lines that must not be in the drop-ins: no network-online.target without
+# a url, and the unit's IPAddressDeny=any reset only where WANT says so.
+NOT_WANTED = {
+    "sshd-remote": ["Wants=network-online.target"],
+    "sshd-remote6": ["Wants=network-online.target"],
+    "loopback-only": ["IPAddressAllow=", "Wants=network-online.target"],
+}
+# A host name cannot be narrowed to addresses at boot: these may rate
+# worse, and say so in their drop-in.
+MAY_RATE_WORSE = {"url-name", "url-short-ipv4", "url-leading-zero", "sshd-short-ipv4"}
 
 
 def score(unit):
@@ -212,9 +238,18 @@ def main():
             os.mkdir(out)
             subprocess.run(["sh", gen, out, out, out], check=True)
             ddir = os.path.join(out, "kps-agent.service.d")
-            dropins = [open(os.path.join(ddir, f)).read() for f in sorted(os.listdir(ddir))]
+            names = sorted(os.listdir(ddir)) if os.path.isdir(ddir) else []
+            dropins = [open(os.path.join(ddir, f)).read() for f in names]
             text = "".join(dropins)
             missing = [w for w in WANT[name] if not re.search("^" + re.escape(w) + "$", text, re.M)]
+            # The unit's IPAddressDeny=any stays unless a name forces it open;
+            # an IPAddressAllow= line narrows, so none beside a reset.
+            unwanted = list(NOT_WANTED.get(name, []))
+            if "IPAddressDeny=" not in WANT[name]:
+                unwanted.append("IPAddressDeny=")
+            else:
+                unwanted.append("IPAddressAllow=")
+            missing += [f"no {u}" for u in unwanted if re.search("^" + re.escape(u), text, re.M)]
             bad = "PrivateDevices=no" in text
             unit = os.path.join(d, "kps-agent.service")
             with open(unit, "w") as f:
