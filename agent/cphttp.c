@@ -215,8 +215,13 @@ int cphttp_tls_ctx(const char *ca_file, SSL_CTX **ret)
 	 * read, rather than leave it in the buffer it frees. */
 	SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
+	/* Every certificate is read now: the network side opens no file
+	 * later, so the system's directory of hashed names is no use there;
+	 * its bundle file is. */
+	const char *env = getenv(X509_get_default_cert_file_env());
+	const char *bundle = env && *env ? env : X509_get_default_cert_file();
 	int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
-				     : SSL_CTX_set_default_verify_paths(ctx);
+				     : SSL_CTX_load_verify_locations(ctx, bundle, NULL);
 	if (ok == 1) {
 		*ret = ctx;
 		return 0;

@@ -117,6 +117,7 @@ static void worker_finish(struct daemon *d, const struct result *res, const char
 	d->worker = (struct worker){ 0 };
 	daemon_status(d);
 	daemon_next(d);
+	daemon_check_stopped(d);
 }
 
 /* A result made here, when no worker could give one. */

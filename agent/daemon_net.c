@@ -94,7 +94,7 @@ static void net_task(struct daemon *d, const char *payload, size_t len)
 	}
 	job_free(j);
 	if (!d->net.queue_full)
-		log_warnx("the agent's queue is full; refusing tasks until it drains");
+		log_warnx("the task queue is full; refusing tasks until it drains");
 	d->net.queue_full = true;
 	if (route == MSGFRAME_ROUTE_CHANNEL)
 		net_answer_refusal(d, tag, id, ERR_IO_ERROR, "the agent's queue is full");

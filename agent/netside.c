@@ -12,6 +12,7 @@
 #include "netside.h"
 #include "privdrop.h"
 #include "task.h"
+#include "version.h"
 
 /* What the monitor sends: a result line, a result to post (its task_id
  * first), the device. */
@@ -182,7 +183,7 @@ int netside_main(const char *config_path)
 	n.base = event_base_new();
 	r = n.base ? netside_setup(&n) : -ENOMEM;
 	if (r == 0)
-		r = privdrop_network_side(&n.cfg);
+		r = privdrop_network_side(n.cfg.unprivileged_user);
 	if (r < 0) {
 		log_warnx("network side: cannot start: %s", strerror(-r));
 		netside_free(&n);

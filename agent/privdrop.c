@@ -1,10 +1,13 @@
 /* Dropping the network side's privileges (privdrop.h), as OpenSSH's
- * sshd-session and OpenBSD's ntpd do for their network children: root of
- * the file system first (it needs root), then groups, then the user. */
+ * sshd-session and OpenBSD's ntpd do for their network children: groups,
+ * then the user, then the filter. Where they chroot into an empty
+ * directory, the filter here lets no file be opened at all: that holds
+ * under the unit's own filter too, which keeps chroot(2) out. */
 #include <dirent.h>
 #include <fcntl.h>
 #include <grp.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
@@ -17,35 +20,6 @@
 #include "util.h"
 
 #define PRIVDROP_FALLBACK_USER "nobody"
-
-/* An empty directory only root may change: the network side's root. */
-static int privdrop_empty_dir(const char *path)
-{
-	if (mkdir(path, 0755) < 0 && errno != EEXIST)
-		return -errno;
-	_cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0)
-		return -errno;
-	struct stat st;
-	if (fstat(fd, &st) < 0)
-		return -errno;
-	if (st.st_uid != 0 || (st.st_mode & 022)) {
-		log_warnx("%s: must be owned by root and writable by no one else", path);
-		return -EPERM;
-	}
-	DIR *d = fdopendir(fd);
-	if (!d)
-		return -errno;
-	fd = -1;
-	int r = 0;
-	for (struct dirent *e; r == 0 && (e = readdir(d));)
-		if (!streq(e->d_name, ".") && !streq(e->d_name, ".."))
-			r = -ENOTEMPTY;
-	closedir(d);
-	if (r < 0)
-		log_warnx("%s: must be empty (the network side's root)", path);
-	return r;
-}
 
 static int privdrop_lookup(const char *user, uid_t *uid, gid_t *gid)
 {
@@ -65,16 +39,14 @@ static int privdrop_lookup(const char *user, uid_t *uid, gid_t *gid)
 	return 0;
 }
 
-static int privdrop_become(const char *user, const char *empty_dir)
+static int privdrop_become(const char *user)
 {
 	uid_t uid;
 	gid_t gid;
 	int r = privdrop_lookup(user, &uid, &gid);
-	if (r == 0)
-		r = privdrop_empty_dir(empty_dir);
 	if (r < 0)
 		return r;
-	if (chroot(empty_dir) < 0 || chdir("/") < 0)
+	if (chdir("/") < 0)
 		return -errno;
 	if (setgroups(0, NULL) < 0 || setresgid(gid, gid, gid) < 0 || setresuid(uid, uid, uid) < 0)
 		return -errno;
@@ -107,14 +79,48 @@ static const int privdrop_allowed[] = {
 	SCMP_SYS(tgkill), SCMP_SYS(getrusage),
 };
 
+/* A call the filter does not allow: named on stderr (the journal), then
+ * the process ends and the monitor starts another. */
+static void privdrop_sigsys(int sig, siginfo_t *si, void *ctx)
+{
+	char msg[96] = "kps-agent-net: system call ";
+	size_t n = strlen(msg);
+	char digits[12];
+	size_t k = 0;
+	unsigned nr = (unsigned)si->si_syscall;
+	(void)sig;
+	(void)ctx;
+	do
+		digits[k++] = (char)('0' + nr % 10);
+	while ((nr /= 10) && k < sizeof(digits));
+	while (k)
+		msg[n++] = digits[--k];
+	static const char tail[] = " is not allowed to the network side; exiting\n";
+	memcpy(msg + n, tail, sizeof(tail) - 1);
+	n += sizeof(tail) - 1;
+	(void)!write(STDERR_FILENO, msg, n);
+	_exit(159);
+}
+
 int privdrop_seccomp(void)
 {
-	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_KILL_PROCESS);
+	struct sigaction sa = { .sa_sigaction = privdrop_sigsys, .sa_flags = SA_SIGINFO };
+	if (sigaction(SIGSYS, &sa, NULL) < 0)
+		return -errno;
+	scmp_filter_ctx ctx = seccomp_init(SCMP_ACT_TRAP);
 	if (!ctx)
 		return -ENOMEM;
 	int r = 0;
 	for (size_t i = 0; r == 0 && i < ELEMENTSOF(privdrop_allowed); i++)
 		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, privdrop_allowed[i], 0);
+	/* No file at all: the token, the CA bundle and the resolver's files
+	 * were read before the filter. A lookup finds nothing. */
+	static const int no_files[] = { SCMP_SYS(open), SCMP_SYS(openat), SCMP_SYS(openat2), SCMP_SYS(creat),
+					SCMP_SYS(access), SCMP_SYS(faccessat), SCMP_SYS(faccessat2),
+					SCMP_SYS(readlink), SCMP_SYS(readlinkat), SCMP_SYS(statx), SCMP_SYS(stat),
+					SCMP_SYS(lstat) };
+	for (size_t i = 0; r == 0 && i < ELEMENTSOF(no_files); i++)
+		r = seccomp_rule_add(ctx, SCMP_ACT_ERRNO(ENOENT), no_files[i], 0);
 	/* Sockets for the control plane and the resolver only. */
 	static const int families[] = { AF_INET, AF_INET6 };
 	for (size_t i = 0; r == 0 && i < ELEMENTSOF(families); i++)
@@ -131,10 +137,10 @@ int privdrop_seccomp(void)
 	return r;
 }
 
-int privdrop_network_side(const char *user, const char *empty_dir)
+int privdrop_network_side(const char *user)
 {
 	if (geteuid() == 0) {
-		int r = privdrop_become(user, empty_dir);
+		int r = privdrop_become(user);
 		if (r < 0)
 			return r;
 	} else {

@@ -60,8 +60,13 @@ static void worker_exec(int self_fd, char *const argv[], char *const env[], int 
 	for (size_t i = 0; i <= n_keep; i++)
 		if (high[i] >= 0 && dup2(high[i], WORKER_SOCKET_FD + (int)i) < 0)
 			_exit(127);
-	close_range(WORKER_SOCKET_FD + 1 + (unsigned)n_keep, ~0U, 0);
-	fexecve(self_fd, argv, env);
+	/* The executable goes just above them, closed by the exec itself. */
+	int exe = WORKER_SOCKET_FD + 1 + (int)n_keep;
+	int high_exe = fcntl(self_fd, F_DUPFD, 64);
+	if (high_exe < 0 || dup3(high_exe, exe, O_CLOEXEC) < 0)
+		_exit(127);
+	close_range((unsigned)exe + 1, ~0U, 0);
+	fexecve(exe, argv, env);
 	_exit(127);
 }
 

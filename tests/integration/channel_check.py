@@ -166,11 +166,23 @@ class Agent:
             self.logf.close()
 
     def has_fd_to(self, path):
-        base = f"/proc/{self.proc.pid}/fd"
-        try:
-            return any(os.readlink(os.path.join(base, n)) == path for n in os.listdir(base))
-        except OSError:
-            return False
+        """The port is held by the network side, a child of the monitor."""
+        for pid in [self.proc.pid] + children(self.proc.pid):
+            base = f"/proc/{pid}/fd"
+            try:
+                if any(os.readlink(os.path.join(base, n)) == path for n in os.listdir(base)):
+                    return True
+            except OSError:
+                pass
+        return False
+
+
+def children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
 
 
 def write_channel_config(src, dst, socket_path, device):
