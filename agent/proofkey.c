@@ -15,7 +15,7 @@ void proofkey_freep(ssh_key *k)
 	*k = NULL;
 }
 
-/* Frees what proof_export_pubkey filled in (pubkey_free's fields), so that
+/* Frees what proofkey_export_pubkey filled in (pubkey_free's fields), so that
  * a failure never hands the caller half a key. */
 void proofkey_pubkey_clear(struct pubkey *k)
 {

@@ -112,8 +112,9 @@ int signature_keys_load(const char *path, struct signature_keys *ks, char *err, 
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		int r = -errno;	/* before snprintf, which may set errno */
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		return r;
 	}
 	/* Whoever may write this file decides what the VM accepts. */
 	if (!S_ISREG(st.st_mode) || (st.st_mode & 022) || (st.st_uid != 0 && st.st_uid != geteuid())) {
@@ -129,8 +130,9 @@ int signature_keys_load(const char *path, struct signature_keys *ks, char *err, 
 		return -ENOMEM;
 	ssize_t n = read(fd, text, (size_t)st.st_size + 1);
 	if (n < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		int r = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		return r;
 	}
 	int r = signature_keys_parse(text, (size_t)n, ks, why, sizeof(why));
 	if (r < 0)
