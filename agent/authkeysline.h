@@ -45,8 +45,8 @@ bool authkeysline_span_eq(const struct authkeys_line *l, struct authkeys_span sp
 /* A key line carrying key (type and blob; options and comment aside). */
 bool authkeysline_has_key(const struct authkeys_line *l, const struct pubkey *key);
 bool authkeysline_ends_newline(const struct authkeys_line *l);
-/* The key on a key line, fully parsed; -EINVAL when libssh will not have
- * it. A comment with control characters in it is dropped. */
+/* The key on a key line, fully parsed; -EINVAL when pubkey_from_parts
+ * will not have it. A comment with control characters in it is dropped. */
 int authkeysline_pubkey(const struct authkeys_line *l, struct pubkey *key);
 /* The key line's expiry-time option, unix seconds; 0 when it has none. */
 int64_t authkeysline_expiry(const struct authkeys_line *l);

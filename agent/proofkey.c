@@ -4,6 +4,7 @@
 #include <libssh/libssh.h>
 
 #include "proofkey.h"
+#include "sshwire.h"
 
 #define OPENSSH_KEY_BEGIN "-----BEGIN OPENSSH PRIVATE KEY-----"
 #define OPENSSH_KEY_MAGIC "openssh-key-v1"
@@ -14,7 +15,7 @@ void proofkey_freep(ssh_key *k)
 	*k = NULL;
 }
 
-/* Frees what proof_export_pubkey filled in (pubkey_free's fields), so that
+/* Frees what proofkey_export_pubkey filled in (pubkey_free's fields), so that
  * a failure never hands the caller half a key. */
 void proofkey_pubkey_clear(struct pubkey *k)
 {
@@ -55,50 +56,6 @@ char *proofkey_fingerprint(ssh_key key)
 	return ret;
 }
 
-static int proof_base64_value(char c)
-{
-	static const char alphabet[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	const char *p = c ? strchr(alphabet, c) : NULL;
-	return p ? (int)(p - alphabet) : -1;
-}
-
-/* Decodes at most max bytes from the start of a base64 body, skipping
- * white space; stops at the first character that is not base64. */
-static size_t proof_base64_prefix(const char *s, unsigned char *out, size_t max)
-{
-	unsigned int acc = 0;
-	int bits = 0;
-	size_t n = 0;
-	for (; *s && n < max; s++) {
-		if (*s == '\n' || *s == '\r' || *s == ' ' || *s == '\t')
-			continue;
-		int v = proof_base64_value(*s);
-		if (v < 0)
-			break;
-		acc = ((acc << 6) | (unsigned int)v) & 0xffffU;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[n++] = (unsigned char)((acc >> bits) & 0xffU);
-		}
-	}
-	return n;
-}
-
-/* Whether the SSH string (uint32 length, bytes) at *off is want. */
-static bool proof_sshstr_is(const unsigned char *buf, size_t len, size_t *off, const char *want)
-{
-	if (len - *off < 4)
-		return false;
-	const unsigned char *p = buf + *off;
-	size_t n = (size_t)p[0] << 24 | (size_t)p[1] << 16 | (size_t)p[2] << 8 | (size_t)p[3];
-	if (n > len - *off - 4)
-		return false;
-	*off += 4 + n;
-	return n == strlen(want) && memcmp(p + 4, want, n) == 0;
-}
-
 /* An OpenSSH key needs no passphrase when its cipher and KDF are "none".
  * Anything else is refused here, before libssh sees it: the bcrypt round
  * count comes from the task, so running it is the sender's choice of CPU. */
@@ -108,13 +65,14 @@ static bool proof_openssh_plain(const char *text)
 	if (!body)
 		return false;
 	unsigned char buf[192];
-	size_t len = proof_base64_prefix(body + strlen(OPENSSH_KEY_BEGIN), buf, sizeof(buf));
+	size_t len = sshwire_base64_prefix(body + strlen(OPENSSH_KEY_BEGIN), buf, sizeof(buf));
 	size_t off = strlen(OPENSSH_KEY_MAGIC) + 1;
 	if (len < off || memcmp(buf, OPENSSH_KEY_MAGIC, off) != 0)
 		return false;
+	struct sshwire w = { buf + off, len - off };
 	/* ciphername, then kdfname */
-	bool cipher_none = proof_sshstr_is(buf, len, &off, "none");
-	return cipher_none && proof_sshstr_is(buf, len, &off, "none");
+	bool cipher_none = sshwire_string_eq(&w, "none") == 0;
+	return cipher_none && sshwire_string_eq(&w, "none") == 0;
 }
 
 /* PEM encryption shows in the armour: the legacy Proc-Type/DEK-Info

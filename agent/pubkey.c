@@ -1,10 +1,14 @@
-/* SSH public keys as authorized_keys lines carry them. The blob is checked
- * here, not only by libssh: libssh trusts the type it is told, and a key
- * that sshd would read differently from the agent must never be written.
- * Pure: no file I/O. */
-#include <libssh/libssh.h>
+/* SSH public keys as authorized_keys lines carry them. The blob is
+ * decoded and checked here (sshwire.c), the fingerprint taken with
+ * libcrypto: a key that sshd would read differently from the agent must
+ * never be written. No libssh, so that whatever parses tasks need not load
+ * it. Pure: no file I/O. */
+#include <openssl/ec.h>
+#include <openssl/evp.h>
+#include <openssl/sha.h>
 
 #include "pubkey.h"
+#include "sshwire.h"
 #include "task.h"
 
 /* sshd refuses smaller RSA keys (RequiredRSASize); refuse them up front so
@@ -12,24 +16,28 @@
 #define RSA_MIN_BITS 1024
 #define FINGERPRINT_PREFIX "SHA256:"
 #define FINGERPRINT_B64_LEN 43	/* 32 bytes, base64 without padding */
+#define ED25519_KEY_LEN 32
 
 /* The key types the agent writes and recognises. Certificates are left
  * out: a task carries a plain key, and a certificate line stays opaque. */
+enum key_kind { KEY_ED25519, KEY_RSA, KEY_ECDSA };
+
 struct key_type {
 	const char *name;
+	enum key_kind kind;
 	const char *curve;	/* the curve an ECDSA blob must name */
-	unsigned fields;	/* SSH strings in the blob after the type name */
-	bool rsa;
+	int nid;		/* and libcrypto's name for it */
+	bool sk;		/* a security key: an application string follows */
 };
 
 static const struct key_type key_types[] = {
-	{ "ssh-ed25519", NULL, 1, false },
-	{ "ssh-rsa", NULL, 2, true },
-	{ "ecdsa-sha2-nistp256", "nistp256", 2, false },
-	{ "ecdsa-sha2-nistp384", "nistp384", 2, false },
-	{ "ecdsa-sha2-nistp521", "nistp521", 2, false },
-	{ "sk-ssh-ed25519@openssh.com", NULL, 2, false },
-	{ "sk-ecdsa-sha2-nistp256@openssh.com", "nistp256", 3, false },
+	{ "ssh-ed25519", KEY_ED25519, NULL, 0, false },
+	{ "ssh-rsa", KEY_RSA, NULL, 0, false },
+	{ "ecdsa-sha2-nistp256", KEY_ECDSA, "nistp256", NID_X9_62_prime256v1, false },
+	{ "ecdsa-sha2-nistp384", KEY_ECDSA, "nistp384", NID_secp384r1, false },
+	{ "ecdsa-sha2-nistp521", KEY_ECDSA, "nistp521", NID_secp521r1, false },
+	{ "sk-ssh-ed25519@openssh.com", KEY_ED25519, NULL, 0, true },
+	{ "sk-ecdsa-sha2-nistp256@openssh.com", KEY_ECDSA, "nistp256", NID_X9_62_prime256v1, true },
 };
 
 bool pubkey_is_blank(char c)
@@ -100,143 +108,87 @@ bool pubkey_type_known(const char *s, size_t len)
 	return key_type_find(s, len) != NULL;
 }
 
-/* -1 for anything outside the alphabet, padding included. */
-static int b64_sextet(char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '/')
-		return c == '+' ? 62 : 63;
-	return -1;
-}
-
-/* Padded to a multiple of four, as ssh-keygen writes it. */
 bool pubkey_base64_valid(const char *s, size_t len)
 {
-	if (len == 0 || len % 4 != 0)
-		return false;
-	size_t pad = 0;
-	while (pad < 2 && s[len - 1 - pad] == '=')
-		pad++;
-	for (size_t i = 0; i < len - pad; i++)
-		if (b64_sextet(s[i]) < 0)
-			return false;
-	return true;
+	return sshwire_base64_valid(s, len);
 }
 
-/* s must pass pubkey_base64_valid; out holds len / 4 * 3 bytes. */
-static size_t b64_decode(const char *s, size_t len, unsigned char *out)
+/* The point of an ECDSA key, on the curve its type names, written again
+ * uncompressed: sshd refuses a point off the curve, and ssh-keygen
+ * fingerprints the point as it writes it, whichever form it was read in. */
+static int ec_point_put(int nid, const unsigned char *q, size_t qlen, struct sshwire_out *o)
 {
-	size_t n = 0;
-	uint32_t acc = 0;
-	unsigned bits = 0;
-	for (size_t i = 0; i < len && s[i] != '='; i++) {
-		acc = (acc << 6) | (uint32_t)b64_sextet(s[i]);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[n++] = (unsigned char)(acc >> bits);
-		}
+	EC_GROUP *g = EC_GROUP_new_by_curve_name(nid);
+	EC_POINT *pt = g ? EC_POINT_new(g) : NULL;
+	unsigned char u[1 + 2 * 66];	/* P-521's uncompressed point */
+	size_t ulen = 0;
+	if (pt && EC_POINT_oct2point(g, pt, q, qlen, NULL) == 1)
+		ulen = EC_POINT_point2oct(g, pt, POINT_CONVERSION_UNCOMPRESSED, u, sizeof(u), NULL);
+	EC_POINT_free(pt);
+	EC_GROUP_free(g);
+	return ulen > 0 ? sshwire_put_string(o, u, ulen) : -EINVAL;
+}
+
+/* The fields after the type name: a key of the kind the name says, in the
+ * shape sshd reads it, written to o as ssh-keygen writes them again. */
+static int blob_fields(const struct key_type *kt, struct sshwire *w, struct sshwire_out *o)
+{
+	const unsigned char *s, *e;
+	size_t n, elen;
+	switch (kt->kind) {
+	case KEY_ED25519:
+		if (sshwire_string(w, &s, &n) < 0 || n != ED25519_KEY_LEN || sshwire_put_string(o, s, n) < 0)
+			return -EINVAL;
+		break;
+	case KEY_RSA:	/* e, n: numbers, whatever zero bytes led them */
+		if (sshwire_mpint(w, &e, &elen) < 0 || sshwire_mpint(w, &s, &n) < 0 || elen == 0 ||
+		    sshwire_bits(s, n) < RSA_MIN_BITS || sshwire_put_mpint(o, e, elen) < 0 ||
+		    sshwire_put_mpint(o, s, n) < 0)
+			return -EINVAL;
+		break;
+	case KEY_ECDSA:	/* curve, point */
+		if (sshwire_string_eq(w, kt->curve) < 0 || sshwire_put_string(o, kt->curve, strlen(kt->curve)) < 0 ||
+		    sshwire_string(w, &s, &n) < 0 || ec_point_put(kt->nid, s, n, o) < 0)
+			return -EINVAL;
+		break;
 	}
-	return n;
+	/* A security key's blob ends with its application string. */
+	if (kt->sk && (sshwire_string(w, &s, &n) < 0 || sshwire_put_string(o, s, n) < 0))
+		return -EINVAL;
+	return sshwire_end(w) ? 0 : -EINVAL;
 }
 
-struct reader {
-	const unsigned char *p;
-	size_t len;
-};
-
-static bool reader_string(struct reader *rd, const unsigned char **s, size_t *len)
-{
-	if (rd->len < 4)
-		return false;
-	size_t n = (size_t)rd->p[0] << 24 | (size_t)rd->p[1] << 16 | (size_t)rd->p[2] << 8 | rd->p[3];
-	if (n > rd->len - 4)
-		return false;
-	*s = rd->p + 4;
-	*len = n;
-	rd->p += 4 + n;
-	rd->len -= 4 + n;
-	return true;
-}
-
-static size_t mpint_bits(const unsigned char *p, size_t len)
-{
-	while (len > 0 && *p == 0) {
-		p++;
-		len--;
-	}
-	if (len == 0)
-		return 0;
-	size_t bits = len * 8;
-	for (unsigned char top = 0x80; top && !(*p & top); top >>= 1)
-		bits--;
-	return bits;
-}
-
-/* libssh trusts the type it is told over the one in the blob: it takes
- * "ssh-rsa <blob named ssh-ed25519 holding RSA numbers>" and fingerprints
- * a blob sshd never sees. So the blob's own type name, curve and shape are
- * checked here. */
-static int blob_check(const struct key_type *kt, const char *b64, size_t len)
+/* The blob's own type name, curve and shape are checked here, not taken
+ * from the type the line claims: "ssh-rsa <blob named ssh-ed25519>" would
+ * fingerprint a key sshd never sees. The fingerprint is ssh-keygen -l's:
+ * SHA-256 of the key's blob as ssh-keygen writes it, base64 without
+ * padding. */
+static int blob_check(const struct key_type *kt, const char *b64, size_t len, char **fingerprint)
 {
 	/* pubkey_base64_valid let through only whole groups of four; said
 	 * again here for the analyzer, which no longer sees that check. */
 	if (len < 4)
 		return -EINVAL;
+	/* Written again, a number may gain a zero byte, a point its other half. */
+	size_t cap = len / 4 * 3 + 256;
 	_cleanup_free_ unsigned char *blob = malloc(len / 4 * 3);
-	if (!blob)
-		return -ENOMEM;
-	struct reader rd = { blob, b64_decode(b64, len, blob) };
-	const unsigned char *s;
+	_cleanup_free_ unsigned char *canon = malloc(cap);
 	size_t n;
-	if (!reader_string(&rd, &s, &n) || !mem_eq_str(s, n, kt->name))
-		return -EINVAL;
-	for (unsigned i = 0; i < kt->fields; i++) {
-		if (!reader_string(&rd, &s, &n))
-			return -EINVAL;
-		if (i == 0 && kt->curve && !mem_eq_str(s, n, kt->curve))
-			return -EINVAL;
-		if (i == 1 && kt->rsa && mpint_bits(s, n) < RSA_MIN_BITS)
-			return -EINVAL;
-	}
-	return rd.len == 0 ? 0 : -EINVAL;
-}
-
-static void ssh_key_freep(ssh_key *k)
-{
-	if (*k)
-		ssh_key_free(*k);
-}
-
-static void pubkey_hash_freep(unsigned char **h)
-{
-	if (*h)
-		ssh_clean_pubkey_hash(h);
-}
-
-static int fingerprint_make(const char *type, const char *b64, char **ret)
-{
-	_cleanup_(ssh_key_freep) ssh_key k = NULL;
-	enum ssh_keytypes_e t = ssh_key_type_from_name(type);
-	if (t == SSH_KEYTYPE_UNKNOWN || ssh_pki_import_pubkey_base64(b64, t, &k) != SSH_OK)
-		return -EINVAL;
-	if (ssh_key_type(k) != t)
-		return -EINVAL;
-	_cleanup_(pubkey_hash_freep) unsigned char *hash = NULL;
-	size_t hlen = 0;
-	if (ssh_get_publickey_hash(k, SSH_PUBLICKEY_HASH_SHA256, &hash, &hlen) != SSH_OK)
-		return -EINVAL;
-	char *fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, hash, hlen);
-	if (!fp)
+	if (!blob || !canon)
 		return -ENOMEM;
-	*ret = strdup(fp);
-	ssh_string_free_char(fp);
-	return *ret ? 0 : -ENOMEM;
+	if (sshwire_base64_decode(b64, len, false, blob, &n) < 0)
+		return -EINVAL;
+	struct sshwire w = { blob, n };
+	struct sshwire_out o = { canon, 0, cap };
+	if (sshwire_string_eq(&w, kt->name) < 0 || sshwire_put_string(&o, kt->name, strlen(kt->name)) < 0 ||
+	    blob_fields(kt, &w, &o) < 0)
+		return -EINVAL;
+	unsigned char hash[SHA256_DIGEST_LENGTH];
+	char b64hash[FINGERPRINT_B64_LEN + 2];
+	if (EVP_Digest(canon, o.n, hash, NULL, EVP_sha256(), NULL) != 1)
+		return -ENOMEM;
+	sshwire_base64_encode_nopad(hash, sizeof(hash), b64hash);
+	return asprintf(fingerprint, "%s%s", FINGERPRINT_PREFIX, b64hash) < 0 ? -ENOMEM : 0;
 }
 
 bool pubkey_fingerprint_valid(const char *s, size_t len)
@@ -245,7 +197,7 @@ bool pubkey_fingerprint_valid(const char *s, size_t len)
 	if (len != plen + FINGERPRINT_B64_LEN || memcmp(s, FINGERPRINT_PREFIX, plen) != 0)
 		return false;
 	for (size_t i = plen; i < len; i++)
-		if (b64_sextet(s[i]) < 0)
+		if (sshwire_base64_value(s[i]) < 0)
 			return false;
 	return true;
 }
@@ -256,20 +208,16 @@ int pubkey_from_parts(const char *type, size_t tlen, const char *b64, size_t ble
 	const struct key_type *kt = key_type_find(type, tlen);
 	if (!kt || !pubkey_base64_valid(b64, blen))
 		return -EINVAL;
-	int r = blob_check(kt, b64, blen);
+	_cleanup_(pubkey_free) struct pubkey k = { 0 };
+	int r = blob_check(kt, b64, blen, &k.fingerprint);
 	if (r < 0)
 		return r;
-
-	_cleanup_(pubkey_free) struct pubkey k = { 0 };
 	k.type = strndup(type, tlen);
 	k.base64 = strndup(b64, blen);
 	if (comment && clen > 0)
 		k.comment = strndup(comment, clen);
 	if (!k.type || !k.base64 || (comment && clen > 0 && !k.comment))
 		return -ENOMEM;
-	r = fingerprint_make(k.type, k.base64, &k.fingerprint);
-	if (r < 0)
-		return r;
 	*key = k;
 	k = (struct pubkey){ 0 };	/* NOLINT(clang-analyzer-deadcode.DeadStores): the _cleanup_ reads it */
 	return 0;

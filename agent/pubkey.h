@@ -15,7 +15,7 @@ struct pubkey {
 
 /* Parses one public key line "type base64 [comment]" (no options, no
  * newline, no NUL, no control characters) and checks that the blob decodes
- * to a key of that type (libssh). Returns 0 or -EINVAL. */
+ * to a key of that type. Returns 0, -EINVAL or -ENOMEM. */
 int pubkey_parse(const char *text, size_t len, struct pubkey *key);
 /* "type base64[ comment]" */
 char *pubkey_format(const struct pubkey *key);

@@ -8,74 +8,20 @@
 #include <openssl/evp.h>
 
 #include "signature.h"
+#include "sshwire.h"
 
 #define KEY_TYPE "ssh-ed25519"
-
-static int b64_value(unsigned char c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+')
-		return 62;
-	if (c == '/')
-		return 63;
-	return -1;
-}
-
-/* Standard base64, padded, nothing else (no line breaks, no blanks):
- * there is one text for each byte string, so a signature has one form.
- * out holds len / 4 * 3 bytes. -EINVAL on anything else. */
-static int b64_decode(const char *s, size_t len, unsigned char *out, size_t *out_len)
-{
-	size_t n = 0, pad = 0;
-	if (len == 0 || len % 4 != 0)
-		return -EINVAL;
-	while (pad < 2 && s[len - 1 - pad] == '=')
-		pad++;
-	uint32_t acc = 0;
-	for (size_t i = 0; i < len - pad; i++) {
-		int v = b64_value((unsigned char)s[i]);
-		if (v < 0)
-			return -EINVAL;
-		acc = (acc << 6) | (uint32_t)v;
-		if (i % 4 == 3) {
-			out[n++] = (unsigned char)(acc >> 16);
-			out[n++] = (unsigned char)(acc >> 8);
-			out[n++] = (unsigned char)acc;
-		}
-	}
-	/* The bits padding leaves over must be zero (canonical form). */
-	if (pad == 2) {
-		if (acc & 0xf)
-			return -EINVAL;
-		out[n++] = (unsigned char)(acc >> 4);
-	} else if (pad == 1) {
-		if (acc & 0x3)
-			return -EINVAL;
-		out[n++] = (unsigned char)(acc >> 10);
-		out[n++] = (unsigned char)(acc >> 2);
-	}
-	*out_len = n;
-	return 0;
-}
-
-static uint32_t be32(const unsigned char *p)
-{
-	return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
-}
 
 /* The blob of an ssh-ed25519 key: string "ssh-ed25519", string key[32]. */
 static int key_from_blob(const unsigned char *b, size_t n, unsigned char key[SIGNATURE_KEY_LEN])
 {
-	size_t tlen = strlen(KEY_TYPE);
-	if (n != 4 + tlen + 4 + SIGNATURE_KEY_LEN || be32(b) != tlen || memcmp(b + 4, KEY_TYPE, tlen) != 0 ||
-	    be32(b + 4 + tlen) != SIGNATURE_KEY_LEN)
+	struct sshwire w = { b, n };
+	const unsigned char *k;
+	size_t klen;
+	if (sshwire_string_eq(&w, KEY_TYPE) < 0 || sshwire_string(&w, &k, &klen) < 0 || klen != SIGNATURE_KEY_LEN ||
+	    !sshwire_end(&w))
 		return -EINVAL;
-	memcpy(key, b + 8 + tlen, SIGNATURE_KEY_LEN);
+	memcpy(key, k, SIGNATURE_KEY_LEN);
 	return 0;
 }
 
@@ -93,7 +39,7 @@ static int key_line(const char *s, size_t len, unsigned char key[SIGNATURE_KEY_L
 		e++;
 	unsigned char blob[128];
 	size_t n;
-	if (e - b > 4 * (sizeof(blob) / 3) || b64_decode(s + b, e - b, blob, &n) < 0)
+	if (e - b > 4 * (sizeof(blob) / 3) || sshwire_base64_decode(s + b, e - b, true, blob, &n) < 0)
 		return -EINVAL;
 	return key_from_blob(blob, n, key);
 }
@@ -166,8 +112,9 @@ int signature_keys_load(const char *path, struct signature_keys *ks, char *err, 
 	_cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
 	struct stat st;
 	if (fd < 0 || fstat(fd, &st) < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		int r = -errno;	/* before snprintf, which may set errno */
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		return r;
 	}
 	/* Whoever may write this file decides what the VM accepts. */
 	if (!S_ISREG(st.st_mode) || (st.st_mode & 022) || (st.st_uid != 0 && st.st_uid != geteuid())) {
@@ -183,8 +130,9 @@ int signature_keys_load(const char *path, struct signature_keys *ks, char *err, 
 		return -ENOMEM;
 	ssize_t n = read(fd, text, (size_t)st.st_size + 1);
 	if (n < 0) {
-		snprintf(err, errlen, "%s: %s", path, strerror(errno));
-		return -errno;
+		int r = -errno;
+		snprintf(err, errlen, "%s: %s", path, strerror(-r));
+		return r;
 	}
 	int r = signature_keys_parse(text, (size_t)n, ks, why, sizeof(why));
 	if (r < 0)
@@ -284,14 +232,16 @@ int signature_unwrap(const struct signature_keys *ks, const char *text, size_t l
 	if (!root || end != text + len || envelope_fields(root, &b64_task, &b64_sig) < 0)
 		return refuse(res, (const unsigned char *)text, len,
 			      "verify_key is set: a task must come as {\"signed_task\", \"signature\"}");
+	/* Base64 in its one canonical text (sshwire_base64_decode), so that a
+	 * signature has one form. */
 	size_t tlen = strlen(b64_task), slen = strlen(b64_sig), cap = tlen / 4 * 3 + 1, n = 0, sn = 0;
 	unsigned char *bytes = malloc(cap);
 	unsigned char sig[SIGNATURE_LEN + 3];
 	if (!bytes)
 		return result_fail(res, ERR_IO_ERROR, "out of memory");
-	if (b64_decode(b64_task, tlen, bytes, &n) < 0 || n == 0)
+	if (sshwire_base64_decode(b64_task, tlen, true, bytes, &n) < 0 || n == 0)
 		return unwrap_done(bytes, cap, refuse(res, NULL, 0, "signed_task is not base64"));
-	if (slen != 88 || b64_decode(b64_sig, slen, sig, &sn) < 0 || sn != SIGNATURE_LEN)
+	if (slen != 88 || sshwire_base64_decode(b64_sig, slen, true, sig, &sn) < 0 || sn != SIGNATURE_LEN)
 		return unwrap_done(bytes, cap, refuse(res, bytes, n,
 			"signature is not the base64 of a 64-byte Ed25519 signature"));
 	if (!signature_verify(ks, bytes, n, sig, sn))

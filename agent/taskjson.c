@@ -140,7 +140,7 @@ static int name_cmp(const void *a, const void *b)
 }
 
 /* 1 with *dup set when some object in the tree repeats a member name. */
-/* NOLINTNEXTLINE(misc-no-recursion): on a task, which task_scan keeps within TASK_MAX_DEPTH */
+/* NOLINTNEXTLINE(misc-no-recursion): on a task, which taskjson_scan keeps within TASK_MAX_DEPTH */
 static int json_find_duplicate(const cJSON *item, const char **dup)
 {
 	const cJSON *c;

@@ -7,8 +7,11 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <libssh/libssh.h>
+#include <openssl/evp.h>
 
 #include "authkeys.h"
+#include "sshwire.h"
 
 /* Made with ssh-keygen; the sk- keys reuse those points in an sk blob.
  * Fingerprints are what ssh-keygen -l printed. */
@@ -471,6 +474,185 @@ static void test_has_key(void **state)
 	pubkey_free(&ed2);
 }
 
+/* The fingerprint is ssh-keygen's, byte for byte: asked of ssh-keygen -lf
+ * itself for a key of each type. */
+static void expect_keygen_fp(const char *type, const char *b64)
+{
+	char path[] = "/tmp/kps-test-fp-XXXXXX", cmd[128], out[512] = "";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	FILE *f = fdopen(fd, "w");
+	assert_non_null(f);
+	fprintf(f, "%s %s\n", type, b64);
+	assert_int_equal(fclose(f), 0);
+	snprintf(cmd, sizeof(cmd), "ssh-keygen -lf %s", path);
+	FILE *p = popen(cmd, "r");	/* NOLINT(cert-env33-c): ssh-keygen is the reference */
+	assert_non_null(p);
+	assert_non_null(fgets(out, sizeof(out), p));
+	assert_int_equal(pclose(p), 0);
+	unlink(path);
+	char *line = NULL;
+	assert_true(asprintf(&line, "%s %s", type, b64) > 0);
+	struct pubkey k = { 0 };
+	assert_int_equal(pubkey_parse(line, strlen(line), &k), 0);
+	char *fp = strchr(out, ' ');	/* "bits SHA256:... comment (TYPE)" */
+	assert_non_null(fp);
+	assert_memory_equal(fp + 1, k.fingerprint, strlen(k.fingerprint));
+	assert_int_equal(fp[1 + strlen(k.fingerprint)], ' ');
+	pubkey_free(&k);
+	free(line);
+}
+
+static void test_pubkey_fingerprint_keygen(void **state)
+{
+	(void)state;
+	expect_keygen_fp("ssh-ed25519", ED_B64);
+	expect_keygen_fp("ssh-rsa", RSA_B64);
+	expect_keygen_fp("ecdsa-sha2-nistp256", P256_B64);
+	expect_keygen_fp("ecdsa-sha2-nistp384", P384_B64);
+	expect_keygen_fp("ecdsa-sha2-nistp521", P521_B64);
+	expect_keygen_fp("sk-ssh-ed25519@openssh.com", SKED_B64);
+	expect_keygen_fp("sk-ecdsa-sha2-nistp256@openssh.com", SKEC_B64);
+}
+
+/* pubkey.c took its verdict and fingerprint from libssh until it decoded
+ * blobs itself: on blobs whose shape is right but whose key is not, its
+ * answer must still be libssh's, fingerprint included. */
+struct blob {
+	unsigned char b[512];
+	size_t n;
+};
+
+static void blob_put(struct blob *bl, const void *p, size_t n)
+{
+	assert_true(bl->n + 4 + n <= sizeof(bl->b));
+	bl->b[bl->n++] = (unsigned char)(n >> 24);
+	bl->b[bl->n++] = (unsigned char)(n >> 16);
+	bl->b[bl->n++] = (unsigned char)(n >> 8);
+	bl->b[bl->n++] = (unsigned char)n;
+	memcpy(bl->b + bl->n, p, n);
+	bl->n += n;
+}
+
+static void blob_put_str(struct blob *bl, const char *s)
+{
+	blob_put(bl, s, strlen(s));
+}
+
+/* The fields of a known key's blob after its type name. */
+static size_t fields_of(const char *b64, size_t skip, unsigned char *out)
+{
+	unsigned char raw[512];
+	size_t n;
+	assert_int_equal(sshwire_base64_decode(b64, strlen(b64), true, raw, &n), 0);
+	memcpy(out, raw + skip, n - skip);
+	return n - skip;
+}
+
+static void expect_as_libssh(const char *type, const char *b64)
+{
+	ssh_key k = NULL;
+	enum ssh_keytypes_e t = ssh_key_type_from_name(type);
+	bool lib_ok = ssh_pki_import_pubkey_base64(b64, t, &k) == SSH_OK && ssh_key_type(k) == t;
+	char *lib_fp = NULL;
+	/* A key libssh imports but cannot write again (e = 0) has no hash. */
+	unsigned char *h = NULL;
+	size_t hlen = 0;
+	lib_ok = lib_ok && ssh_get_publickey_hash(k, SSH_PUBLICKEY_HASH_SHA256, &h, &hlen) == SSH_OK;
+	if (lib_ok) {
+		lib_fp = ssh_get_fingerprint_hash(SSH_PUBLICKEY_HASH_SHA256, h, hlen);
+		ssh_clean_pubkey_hash(&h);
+	}
+	ssh_key_free(k);
+	struct pubkey ours = { 0 };
+	int r = pubkey_from_parts(type, strlen(type), b64, strlen(b64), NULL, 0, &ours);
+	if (lib_ok != (r == 0))
+		fail_msg("%s %s: libssh %s, pubkey.c %d", type, b64, lib_ok ? "accepts" : "refuses", r);
+	if (lib_ok)
+		assert_string_equal(ours.fingerprint, lib_fp);
+	ssh_string_free_char(lib_fp);
+	pubkey_free(&ours);
+}
+
+static void expect_blob_as_libssh(const char *type, const struct blob *bl)
+{
+	char b64[700];
+	EVP_EncodeBlock((unsigned char *)b64, bl->b, (int)bl->n);
+	expect_as_libssh(type, b64);
+}
+
+static void test_pubkey_as_libssh(void **state)
+{
+	(void)state;
+	unsigned char ed[32], p256[256], rsa[512], zero[600] = { 0 };
+	fields_of(ED_B64, 4 + 11 + 4, ed);
+	size_t p256_len = fields_of(P256_B64, 4 + 19 + 4 + 8 + 4, p256);
+	size_t rsa_len = fields_of(RSA_B64, 4 + 7, rsa);
+	const char *sked = "sk-ssh-ed25519@openssh.com", *skec = "sk-ecdsa-sha2-nistp256@openssh.com";
+
+	expect_as_libssh("ssh-ed25519", ED_B64);
+	expect_as_libssh("ssh-rsa", RSA_B64);
+	expect_as_libssh("ecdsa-sha2-nistp521", P521_B64);
+	expect_as_libssh(sked, SKED_B64);
+	expect_as_libssh(skec, SKEC_B64);
+	/* An Ed25519 key of 0, 31 and 33 bytes, plain and on a security key. */
+	for (size_t len = 0; len <= 33; len += len == 0 ? 31 : 1) {
+		struct blob a = { 0 }, b = { 0 };
+		blob_put_str(&a, "ssh-ed25519");
+		blob_put(&a, zero, len);
+		expect_blob_as_libssh("ssh-ed25519", &a);
+		blob_put_str(&b, sked);
+		blob_put(&b, zero, len);
+		blob_put_str(&b, "ssh:");
+		expect_blob_as_libssh(sked, &b);
+	}
+	/* P-256 points: the real one, off the curve, infinity, compressed,
+	 * empty; plain and on a security key. */
+	for (int c = 0; c < 5; c++) {
+		unsigned char q[256];
+		size_t qlen = p256_len;
+		memcpy(q, p256, p256_len);
+		if (c == 1)
+			q[40] ^= 1;
+		if (c == 2)
+			q[0] = 0, qlen = 1;
+		if (c == 3)
+			q[0] = (unsigned char)(2 + (p256[64] & 1)), qlen = 33;
+		if (c == 4)
+			qlen = 0;
+		struct blob a = { 0 }, b = { 0 };
+		blob_put_str(&a, "ecdsa-sha2-nistp256");
+		blob_put_str(&a, "nistp256");
+		blob_put(&a, q, qlen);
+		expect_blob_as_libssh("ecdsa-sha2-nistp256", &a);
+		blob_put_str(&b, skec);
+		blob_put_str(&b, "nistp256");
+		blob_put(&b, q, qlen);
+		blob_put_str(&b, "ssh:");
+		expect_blob_as_libssh(skec, &b);
+	}
+	/* RSA: e empty, zero, with a leading zero byte; n as ssh-keygen wrote it. */
+	const unsigned char *n = rsa + 4 + 3;	/* after e = 65537 */
+	size_t n_len = rsa_len - 4 - 3;
+	static const unsigned char e0[] = { 0 }, e1[] = { 0, 1, 0, 1 };
+	const struct { const unsigned char *e; size_t len; } es[] = { { e0, 0 }, { e0, 1 }, { e1, 4 } };
+	for (size_t i = 0; i < ELEMENTSOF(es); i++) {
+		struct blob a = { 0 };
+		blob_put_str(&a, "ssh-rsa");
+		blob_put(&a, es[i].e, es[i].len);
+		assert_true(a.n + n_len <= sizeof(a.b));
+		memcpy(a.b + a.n, n, n_len);
+		a.n += n_len;
+		expect_blob_as_libssh("ssh-rsa", &a);
+	}
+	/* Padding bits that are not zero ('8' is ...00, '9' ...01). */
+	char odd[] = P256_B64;
+	char *last = strchr(odd, '=') - 1;
+	assert_int_equal(*last, '8');
+	*last = '9';
+	expect_as_libssh("ecdsa-sha2-nistp256", odd);
+}
+
 static void check_parse(const char *line, const char *type, const char *b64, const char *comment,
 			const char *fp)
 {
@@ -797,6 +979,8 @@ int main(void)
 		cmocka_unit_test(test_pubkey_parse_refusals),
 		cmocka_unit_test(test_pubkey_parse_length),
 		cmocka_unit_test(test_pubkey_equal),
+		cmocka_unit_test(test_pubkey_fingerprint_keygen),
+		cmocka_unit_test(test_pubkey_as_libssh),
 		cmocka_unit_test(test_big_file),
 		cmocka_unit_test(test_expiring_entries),
 		cmocka_unit_test(test_expiry_parse),
