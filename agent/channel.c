@@ -14,7 +14,7 @@
 #include "devport.h"
 #include "framing.h"
 #include "log.h"
-#include "netside.h"
+#include "source.h"
 #include "task.h"
 
 #define CHANNEL_CLIENTS_MAX 64
@@ -54,7 +54,7 @@ struct channel_client {
 };
 
 struct channel {
-	struct netside *n;
+	const struct source *src;
 	struct event_base *base;
 	struct evconnlistener *listener;
 	struct event *accept_timer;
@@ -185,7 +185,7 @@ static void channel_reply(struct channel_client *cl, struct channel_slot *s, enu
 {
 	struct result res;
 	result_init(&res);
-	const char *sid = netside_server_id(cl->c->n);
+	const char *sid = cl->c->src->server_id;
 	result_set_server_id(&res, sid ? sid : "");
 	result_fail(&res, code, "%s", msg);
 	_cleanup_free_ char *json = result_to_json(&res);
@@ -215,7 +215,7 @@ static int channel_client_submit(struct channel_client *cl, const char *line, si
 	if (++c->last_tag == 0)
 		c->last_tag = 1;
 	s->tag = c->last_tag;
-	int r = netside_submit(c->n, MSGFRAME_ROUTE_CHANNEL, s->tag, line, len);
+	int r = c->src->submit(c->src->arg, MSGFRAME_ROUTE_CHANNEL, s->tag, line, len);
 	if (r == 0) {
 		c->queue_full = false;
 		return 0;
@@ -444,7 +444,7 @@ static int channel_device_attach(void *arg, int fd)
 static int channel_device_request(void *arg)
 {
 	struct channel *c = arg;
-	return netside_device_request(c->n);
+	return c->src->open_device(c->src->arg);
 }
 
 void channel_device_opened(struct channel *c, int fd, int err)
@@ -491,10 +491,9 @@ void channel_free(struct channel *c)
 	free(c);
 }
 
-struct channel *channel_new(struct netside *n)
+struct channel *channel_new(const struct source *src, int listen_fd)
 {
-	const struct config *cfg = netside_config(n);
-	int listen_fd = netside_take_listen_fd(n);
+	const struct config *cfg = src->cfg;
 	if (!cfg->socket[0] && !cfg->device[0]) {
 		closep(&listen_fd);
 		return NULL;
@@ -505,8 +504,8 @@ struct channel *channel_new(struct netside *n)
 		closep(&listen_fd);
 		return NULL;
 	}
-	c->n = n;
-	c->base = netside_base(n);
+	c->src = src;
+	c->base = src->base;
 	c->device = strdup(cfg->device);
 	c->line = malloc(CHANNEL_LINE_MAX);
 	c->accept_timer = evtimer_new(c->base, channel_accept_again, c);

@@ -8,12 +8,13 @@
 
 #define CHANNEL_RESULT_MAX ((size_t)64 * 1024)	/* one result line from the monitor */
 
-struct netside;
+struct source;
 struct channel;
 
-/* Serves the listener the monitor passed and [channel] device. NULL when
- * neither is configured, or with a log line when one cannot be served. */
-struct channel *channel_new(struct netside *n);
+/* Serves listen_fd (the monitor's listener, taken over; -1: none) and
+ * [channel] device. NULL when neither is configured, or with a log line
+ * when one cannot be served. src must outlive the channel. */
+struct channel *channel_new(const struct source *src, int listen_fd);
 void channel_free(struct channel *c);
 /* The monitor's result for the line it was handed under tag. */
 void channel_result(struct channel *c, uint32_t tag, const char *json, size_t len);

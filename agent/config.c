@@ -347,6 +347,10 @@ static int config_handler(void *user, const char *section, const char *name, con
 			continue;
 		const char *why = "is not valid";
 		int r = config_keys[i].set(p->cfg, value, &why);
+		if (r >= 0 && (buf_append(&p->cfg->settings, section, strlen(section) + 1) < 0 ||
+			       buf_append(&p->cfg->settings, name, strlen(name) + 1) < 0 ||
+			       buf_append(&p->cfg->settings, value, strlen(value) + 1) < 0))
+			r = -ENOMEM;
 		if (r == -ENOMEM)
 			snprintf(p->err, p->errlen, "%s: out of memory", p->file);
 		else if (r < 0)
@@ -443,6 +447,44 @@ static bool config_complete(const struct config *c)
 	       c->server_id && c->token_file && c->ca_file && c->socket && c->device && c->verify_key;
 }
 
+/* A key file that cannot be read would refuse every task: refuse to start. */
+static int config_verify_keys(struct config *cfg, char *err, size_t errlen)
+{
+	char why[512] = "";
+	if (!cfg->verify_key[0])
+		return 0;
+	int r = signature_keys_load(cfg->verify_key, &cfg->verify_keys, why, sizeof(why));
+	if (r < 0)
+		snprintf(err, errlen, "[control_plane] verify_key %s", why);
+	return r;
+}
+
+int config_load_settings(const char *data, size_t len, struct config *cfg, char *err, size_t errlen)
+{
+	config_init_defaults(cfg);
+	if (!config_complete(cfg)) {
+		snprintf(err, errlen, "out of memory");
+		return -ENOMEM;
+	}
+	struct config_parse p = { .cfg = cfg, .file = "(the monitor's configuration)", .err = err, .errlen = errlen };
+	const char *f[3];
+	size_t off = 0;
+	while (off < len) {
+		for (int k = 0; k < 3; k++) {
+			size_t n = off < len ? strnlen(data + off, len - off) : 0;
+			if (off >= len || off + n == len) {
+				snprintf(err, errlen, "the monitor's configuration is cut short");
+				return -EBADMSG;
+			}
+			f[k] = data + off;
+			off += n + 1;
+		}
+		if (config_handler(&p, f[0], f[1], f[2]) == 0)
+			return -EINVAL;
+	}
+	return config_verify_keys(cfg, err, errlen);
+}
+
 int config_load(const char *path, bool must_exist, struct config *cfg, char *err, size_t errlen)
 {
 	config_init_defaults(cfg);
@@ -459,13 +501,8 @@ int config_load(const char *path, bool must_exist, struct config *cfg, char *err
 			return -ENOMEM;
 		r = config_parse_dropins(path, cfg, err, errlen);
 	}
-	/* A key file that cannot be read would refuse every task: refuse to start. */
-	if (r == 0 && cfg->verify_key[0]) {
-		char why[512] = "";
-		r = signature_keys_load(cfg->verify_key, &cfg->verify_keys, why, sizeof(why));
-		if (r < 0)
-			snprintf(err, errlen, "[control_plane] verify_key %s", why);
-	}
+	if (r == 0)
+		r = config_verify_keys(cfg, err, errlen);
 	return r;
 }
 
@@ -479,6 +516,7 @@ void config_free(struct config *c)
 		*fields[i] = NULL;
 	}
 	signature_keys_free(&c->verify_keys);
+	buf_free(&c->settings);
 	strv_free(&c->policy_users);
 }
 

@@ -19,6 +19,7 @@ enum reload_kind {
 
 struct config {
 	char *path;			/* the file read; NULL when built-in defaults */
+	struct buf settings;		/* every key set, in order: section, key, value, each NUL-ended */
 	/* [agent] */
 	char *state_dir;
 	char *user;
@@ -61,6 +62,11 @@ struct config {
  * returns -errno with a message naming file, line and key in err. */
 int config_load(const char *path, bool must_exist, struct config *cfg, char *err, size_t errlen);
 void config_init_defaults(struct config *cfg);
+/* The same configuration from cfg->settings of another process's load (the
+ * monitor hands its own to the processes it starts, so that they run on
+ * what it runs on, whatever the file says meanwhile). The key file of
+ * verify_key is read again. */
+int config_load_settings(const char *data, size_t len, struct config *cfg, char *err, size_t errlen);
 void config_free(struct config *cfg);
 
 /* This VM's id: [control_plane] server_id, else the DMI product UUID

@@ -21,7 +21,7 @@
 #include "cphttp.h"
 #include "framing.h"
 #include "log.h"
-#include "netside.h"
+#include "source.h"
 #include "task.h"
 
 #define CP_TOKEN_MAX 4096
@@ -41,7 +41,7 @@ struct cp_post {
 };
 
 struct controlplane {
-	struct netside *n;
+	const struct source *src;
 	struct cphttp_peer peer;
 	char *host;
 	char *host_header;
@@ -127,14 +127,14 @@ static int poll_submit_one(const char *text, size_t len, unsigned index, void *a
 		log_warnx("control plane: element %u of \"tasks\" is not an object; skipped", index);
 		return 0;
 	}
-	if (len > TASK_MAX_BYTES) {
+	if (len > (size_t)TASK_MAX_BYTES) {
 		log_warnx("control plane: element %u of \"tasks\" is longer than %d bytes; skipped", index,
 			  TASK_MAX_BYTES);
 		return 0;
 	}
 	/* The monitor does not keep up: the rest stays with the control
 	 * plane, which delivers again what has no result. */
-	int r = netside_submit(b->p->n, MSGFRAME_ROUTE_CONTROL_PLANE, 0, text, len);
+	int r = b->p->src->submit(b->p->src->arg, MSGFRAME_ROUTE_CONTROL_PLANE, 0, text, len);
 	if (r < 0)
 		return r;
 	b->n++;
@@ -190,7 +190,7 @@ static void poll_settle(struct controlplane *p)
 	if (p->settled)
 		return;
 	p->settled = true;
-	netside_settled(p->n);
+	p->src->settled(p->src->arg);
 }
 
 static void poll_done(struct cphttp_slot *s, struct evhttp_request *req, int code)
@@ -256,7 +256,7 @@ static void send_forget(struct controlplane *p)
 	if (!p->head)
 		p->tail = NULL;
 	p->n_posts--;
-	netside_posted(p->n, o->id);
+	p->src->posted(p->src->arg, o->id);
 	free(o->json);
 	free(o);
 	cphttp_schedule(&p->send, 0);
@@ -433,7 +433,7 @@ static int setup_transport(struct controlplane *p, const struct config *cfg)
 		log_warnx("control plane: %s is not a usable http(s) URL (no user, query or fragment)", cfg->url);
 		return https;
 	}
-	*peer = (struct cphttp_peer){ .base = netside_base(p->n), .host = p->host, .host_header = p->host_header,
+	*peer = (struct cphttp_peer){ .base = p->src->base, .host = p->host, .host_header = p->host_header,
 				      .host_is_ip = peer->host_is_ip, .port = peer->port, .auth = &p->auth,
 				      .jitter_pct = (unsigned)cfg->poll_jitter_pct,
 				      .backoff_cap_ms = backoff_cap_ms(cfg->poll_wait_s) };
@@ -452,14 +452,14 @@ static int setup_transport(struct controlplane *p, const struct config *cfg)
 	return 0;
 }
 
-struct controlplane *controlplane_new(struct netside *n)
+struct controlplane *controlplane_new(const struct source *src)
 {
-	const struct config *cfg = netside_config(n);
+	const struct config *cfg = src->cfg;
 	if (!cfg->url || !cfg->url[0]) {
 		log_debug("control plane: no url; not polling");
 		return NULL;
 	}
-	const char *sid = netside_server_id(n);
+	const char *sid = src->server_id;
 	if (!sid || !*sid) {
 		log_warnx("control plane: this VM's server id is unknown (set [control_plane] server_id); not polling");
 		return NULL;
@@ -467,7 +467,7 @@ struct controlplane *controlplane_new(struct netside *n)
 	_cleanup_(controlplane_freep) struct controlplane *p = calloc(1, sizeof(*p));
 	if (!p)
 		return NULL;
-	*p = (struct controlplane){ .n = n, .poll_wait_s = cfg->poll_wait_s };
+	*p = (struct controlplane){ .src = src, .poll_wait_s = cfg->poll_wait_s };
 	p->server_id = strdup(sid);
 	if (!p->server_id)
 		return NULL;

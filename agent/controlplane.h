@@ -6,14 +6,14 @@
 
 #include <stddef.h>
 
-struct netside;
+struct source;
 struct controlplane;
 
 /* Starts polling {url}/v1/servers/{server_id}/tasks. NULL (and a log line)
- * when url is empty or the setup failed. */
-struct controlplane *controlplane_new(struct netside *n);
+ * when url is empty or the setup failed. src must outlive it. */
+struct controlplane *controlplane_new(const struct source *src);
 void controlplane_free(struct controlplane *p);
 /* Posts task_id's result (json, len bytes) after those held before it;
- * netside_posted() once the control plane took it. -ENOBUFS while too
+ * src->posted() once the control plane took it. -ENOBUFS while too
  * many wait. */
 int controlplane_post(struct controlplane *p, const char *task_id, const char *json, size_t len);

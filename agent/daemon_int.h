@@ -12,31 +12,10 @@
 #include "link.h"
 #include "msgframe.h"
 #include "result.h"
+#include "queue.h"
 #include "task.h"
 
 #define DAEMON_POSTS_MAX 16	/* results handed to the network side, not yet acknowledged */
-
-struct job {
-	struct job *next;
-	char *text;		/* the task; a rollback's message for route 0 */
-	size_t len;
-	enum msgframe_route route;	/* 0: the rollback of a task cut off before this start */
-	uint32_t tag;			/* the network side's line, for a channel's task */
-	unsigned gen;			/* the network side it came from */
-	char task_id[TASK_ID_MAX + 1];
-};
-
-struct worker {
-	struct job *job;
-	pid_t pid;
-	struct link *link;
-	struct event *timer;
-	struct event *done_ev;
-	char *out;		/* the result frame's JSON */
-	bool recovering;	/* this worker rolls back a task cut off */
-	enum error_code code;	/* what the rollback reports */
-	char why[160];
-};
 
 struct daemon_net {
 	pid_t pid;
@@ -60,12 +39,10 @@ struct daemon {
 	struct event_base *base;
 	struct event *signals[4];
 	struct event *watchdog;
-	struct event *stop_timer;
+	struct event *idle_ev;		/* after each job: ready, expiry */
 	struct event *ready_timer;
 	struct event *expiry_timer;	/* the next key_expires_at, when one is ahead */
-	struct job *head, *tail;
-	size_t queued;
-	struct worker worker;
+	struct queue *queue;
 	struct daemon_net net;
 	struct journal journal;		/* the outbox */
 	int self_fd;			/* this executable, for the workers */
@@ -76,15 +53,8 @@ struct daemon {
 	bool waiting_source;		/* READY=1 waits for the control plane's first poll */
 };
 
-void event_freep(struct event **ev);
-void job_free(struct job *j);
-void daemon_status(struct daemon *d);
+void daemon_event_free(struct event **ev);
 void daemon_check_ready(struct daemon *d);
-void daemon_check_stopped(struct daemon *d);
-/* A task with this id is queued or in hand. */
-bool daemon_has_task(const struct daemon *d, const char *task_id);
-/* Takes j over on success; -ENOBUFS when stopping or full. */
-int daemon_queue(struct daemon *d, struct job *j);
 
 /* daemon_net.c */
 void daemon_net_init(struct daemon *d);

@@ -67,28 +67,20 @@ static void net_task(struct daemon *d, const char *payload, size_t len)
 		log_warnx("network side: a task on route %u, which does not exist; dropped", (unsigned)route);
 		return;
 	}
-	struct job *j = calloc(1, sizeof(*j));
-	if (j)
-		j->text = malloc(tlen + 1);
-	if (!j || !j->text) {
-		free(j);
-		if (route == MSGFRAME_ROUTE_CHANNEL)
-			net_answer_refusal(d, tag, "", ERR_IO_ERROR, "the agent could not queue this task");
-		return;
-	}
-	memcpy(j->text, text, tlen);
-	j->text[tlen] = '\0';
-	*j = (struct job){ .text = j->text, .len = tlen, .route = route, .tag = tag, .gen = d->net.gen };
-	net_task_id(j->text, j->len, j->task_id, sizeof(j->task_id));
-	/* Delivered again while queued or in hand: one run, one result. */
-	if (route == MSGFRAME_ROUTE_CONTROL_PLANE && j->task_id[0] && daemon_has_task(d, j->task_id)) {
-		log_debug("control plane: task %s is already queued", j->task_id);
-		job_free(j);
-		return;
-	}
 	char id[TASK_ID_MAX + 1];
-	snprintf(id, sizeof(id), "%s", j->task_id);
-	if (daemon_queue(d, j) == 0) {
+	net_task_id(text, tlen, id, sizeof(id));
+	/* Delivered again while queued or in hand: one run, one result. */
+	if (route == MSGFRAME_ROUTE_CONTROL_PLANE && id[0] && queue_has(d->queue, id)) {
+		log_debug("control plane: task %s is already queued", id);
+		return;
+	}
+	struct job *j = job_new(text, tlen, route, tag, d->net.gen, id);
+	if (!j) {
+		if (route == MSGFRAME_ROUTE_CHANNEL)
+			net_answer_refusal(d, tag, id, ERR_IO_ERROR, "the agent could not queue this task");
+		return;
+	}
+	if (queue_push(d->queue, j) == 0) {
 		d->net.queue_full = false;
 		return;
 	}
@@ -186,8 +178,8 @@ static int net_spawn(struct daemon *d)
 {
 	struct daemon_net *n = &d->net;
 	int fd;
-	int r = worker_spawn(d->self_fd, "kps-agent-net", d->config_path, log_debug_enabled(), &n->listen_fd,
-			     n->listen_fd >= 0 ? 1 : 0, &n->pid, &fd);
+	int r = worker_spawn(d->self_fd, "kps-agent-net", log_debug_enabled(), &n->listen_fd, n->listen_fd >= 0 ? 1 : 0,
+			     &n->pid, &fd);
 	if (r < 0)
 		return r;
 	unsigned types = 1U << MSGFRAME_NET_TASK | 1U << MSGFRAME_NET_SETTLED | 1U << MSGFRAME_NET_POSTED |
@@ -195,6 +187,9 @@ static int net_spawn(struct daemon *d)
 	n->link = link_new(d->base, fd, types, 0, NET_FRAME_MAX, net_frame, net_closed, d);
 	if (!n->link)
 		return -ENOMEM;
+	r = link_send(n->link, MSGFRAME_CONFIG, d->cfg.settings.data, d->cfg.settings.len, NULL, 0, -1);
+	if (r < 0)
+		return r;
 	n->gen++;
 	memset(n->posted, 0, sizeof(n->posted));
 	daemon_net_feed(d);
@@ -330,8 +325,8 @@ void daemon_net_stop(struct daemon *d)
 
 void daemon_net_free(struct daemon *d)
 {
-	event_freep(&d->net.restart_timer);
-	event_freep(&d->net.closed_ev);
+	daemon_event_free(&d->net.restart_timer);
+	daemon_event_free(&d->net.closed_ev);
 }
 
 void daemon_net_answer(struct daemon *d, const struct job *j, const char *json)

@@ -134,21 +134,17 @@ static int cmd_apply(const struct config *cfg, int argc, char **argv, unsigned f
  * socket on descriptor 3. Anyone else starting them gets exit 2. */
 static int internal_main(int argc, char **argv, bool net)
 {
-	const char *config_path = NULL;
 	struct stat st;
 	if (fstat(3, &st) < 0 || !S_ISSOCK(st.st_mode)) {
 		fprintf(stderr, "%s: started only by `kps-agent run`\n", argv[0]);
 		return 2;
 	}
 	for (int i = 1; i < argc; i++) {
-		if (streq(argv[i], "-v"))
-			log_set_debug(true);
-		else if (streq(argv[i], "-c") && i + 1 < argc)
-			config_path = argv[++i];
-		else
+		if (!streq(argv[i], "-v"))
 			return 2;
+		log_set_debug(true);
 	}
-	return net ? netside_main(config_path) : worker_main(config_path);
+	return net ? netside_main() : worker_main();
 }
 
 int main(int argc, char **argv)

@@ -77,7 +77,7 @@ int msgframe_send(int fd, enum msgframe_type type, const void *payload, size_t l
 	if (len > UINT32_MAX)
 		return -EMSGSIZE;
 	msgframe_header(hdr, type, (uint32_t)len);
-	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)(uintptr_t)payload, len } };
+	struct iovec iov[2] = { { hdr, sizeof(hdr) }, { (void *)payload, len } };
 	size_t left = sizeof(hdr) + len;
 	int i = 0;
 	while (left > 0) {

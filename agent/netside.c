@@ -11,8 +11,9 @@
 #include "log.h"
 #include "netside.h"
 #include "privdrop.h"
+#include "source.h"
 #include "task.h"
-#include "version.h"
+#include "worker.h"
 
 /* What the monitor sends: a result line, a result to post (its task_id
  * first), the device. */
@@ -23,58 +24,43 @@ struct netside {
 	char *server_id;
 	struct event_base *base;
 	struct link *link;
+	struct source src;	/* what the sources are handed */
 	struct channel *ch;
 	struct controlplane *cp;
 	struct event *signals[3];
 	int listen_fd;
 };
 
-struct event_base *netside_base(struct netside *n)
+static int netside_submit(void *arg, enum msgframe_route route, uint32_t tag, const char *text, size_t len)
 {
-	return n->base;
-}
-
-const struct config *netside_config(struct netside *n)
-{
-	return &n->cfg;
-}
-
-const char *netside_server_id(struct netside *n)
-{
-	return n->server_id;
-}
-
-int netside_take_listen_fd(struct netside *n)
-{
-	return TAKE_FD(n->listen_fd);
-}
-
-int netside_submit(struct netside *n, enum msgframe_route route, uint32_t tag, const char *text, size_t len)
-{
+	struct netside *n = arg;
 	uint8_t head[8];
-	if (len > TASK_MAX_BYTES)
+	if (len > (size_t)TASK_MAX_BYTES)
 		return -EMSGSIZE;
 	msgframe_put32(head, (uint32_t)route);
 	msgframe_put32(head + 4, tag);
 	return link_send(n->link, MSGFRAME_NET_TASK, head, sizeof(head), text, len, -1);
 }
 
-void netside_settled(struct netside *n)
+static void netside_settled(void *arg)
 {
+	struct netside *n = arg;
 	int r = link_send(n->link, MSGFRAME_NET_SETTLED, NULL, 0, NULL, 0, -1);
 	if (r < 0)
 		log_warnx("cannot tell the monitor the control plane answered: %s", strerror(-r));
 }
 
-void netside_posted(struct netside *n, const char *task_id)
+static void netside_posted(void *arg, const char *task_id)
 {
+	struct netside *n = arg;
 	int r = link_send(n->link, MSGFRAME_NET_POSTED, task_id, strlen(task_id), NULL, 0, -1);
 	if (r < 0)
 		log_warnx("cannot tell the monitor task %s's result was posted: %s", task_id, strerror(-r));
 }
 
-int netside_device_request(struct netside *n)
+static int netside_open_device(void *arg)
 {
+	struct netside *n = arg;
 	return link_send(n->link, MSGFRAME_NET_DEVICE, NULL, 0, NULL, 0, -1);
 }
 
@@ -146,8 +132,11 @@ static int netside_setup(struct netside *n)
 		return -ENOMEM;
 	/* Everything that needs a file is opened now: the token, the CA
 	 * bundle, the resolver's files. After the drop there is no file. */
-	n->ch = channel_new(n);
-	n->cp = controlplane_new(n);
+	n->src = (struct source){ .base = n->base, .cfg = &n->cfg, .server_id = n->server_id, .arg = n,
+				  .submit = netside_submit, .settled = netside_settled, .posted = netside_posted,
+				  .open_device = netside_open_device };
+	n->ch = channel_new(&n->src, TAKE_FD(n->listen_fd));
+	n->cp = controlplane_new(&n->src);
 	return 0;
 }
 
@@ -166,14 +155,13 @@ static void netside_free(struct netside *n)
 	config_free(&n->cfg);
 }
 
-int netside_main(const char *config_path)
+int netside_main(void)
 {
 	struct netside n = { .listen_fd = -1 };
-	char err[512] = "";
 	prctl(PR_SET_NAME, "kps-agent-net", 0, 0, 0);
-	int r = config_load(config_path ? config_path : DEFAULT_CONFIG, config_path != NULL, &n.cfg, err, sizeof(err));
+	/* What the monitor runs on, not what the file says now. */
+	int r = worker_config(NETSIDE_LINK_FD, &n.cfg);
 	if (r < 0) {
-		log_warnx("network side: %s", err);
 		config_free(&n.cfg);
 		return 2;
 	}

@@ -10,12 +10,9 @@
 #include "log.h"
 #include "msgframe.h"
 #include "task.h"
-#include "version.h"
 #include "worker.h"
 
 #define WORKER_LOCK_WAIT_MS 30000	/* a rollback waits this long for the state dir */
-
-extern char **environ;
 
 /* The environment without what is the monitor's alone: systemd's
  * notification socket and passed descriptors. */
@@ -70,17 +67,15 @@ static void worker_exec(int self_fd, char *const argv[], char *const env[], int 
 	_exit(127);
 }
 
-int worker_spawn(int self_fd, const char *argv0, const char *config_path, bool debug, const int *keep_fds,
-		 size_t n_keep, pid_t *pid, int *fd)
+int worker_spawn(int self_fd, const char *argv0, bool debug, const int *keep_fds, size_t n_keep, pid_t *pid,
+		 int *fd)
 {
 	int sv[2];
-	char *argv[6];
+	char *argv[3];
 	size_t k = 0;
 	argv[k++] = (char *)argv0;
 	if (debug)
 		argv[k++] = (char *)"-v";
-	argv[k++] = (char *)"-c";
-	argv[k++] = (char *)(config_path ? config_path : DEFAULT_CONFIG);
 	argv[k] = NULL;
 	_cleanup_free_ char **env = worker_env();
 	if (!env)
@@ -136,23 +131,40 @@ static void worker_recover(const struct config *cfg, const char *payload, size_t
 	journal_close(&j);
 }
 
-int worker_main(const char *config_path)
+int worker_config(int fd, struct config *cfg)
+{
+	struct msgframe f;
+	char *payload = NULL;
+	char err[512] = "";
+	int r = msgframe_recv(fd, 1U << MSGFRAME_CONFIG, WORKER_CONFIG_MAX, &f, &payload);
+	if (r < 0) {
+		log_warnx("no configuration from the monitor: %s", strerror(-r));
+		config_init_defaults(cfg);
+		return r;
+	}
+	r = config_load_settings(payload, f.len, cfg, err, sizeof(err));
+	if (r < 0)
+		log_warnx("the monitor's configuration: %s", err);
+	free(payload);
+	return r;
+}
+
+int worker_main(void)
 {
 	struct config cfg;
 	struct msgframe f;
-	char err[512] = "";
 	char *payload = NULL;
 	struct result res;
 	prctl(PR_SET_NAME, "kps-agent-worker", 0, 0, 0);
-	int r = msgframe_recv(WORKER_SOCKET_FD, 1U << MSGFRAME_TASK | 1U << MSGFRAME_RECOVER, TASK_MAX_BYTES + 4096,
-			      &f, &payload);
+	int r = worker_config(WORKER_SOCKET_FD, &cfg);
+	if (r == 0)
+		r = msgframe_recv(WORKER_SOCKET_FD, 1U << MSGFRAME_TASK | 1U << MSGFRAME_RECOVER, TASK_MAX_BYTES + 4096,
+				  &f, &payload);
 	if (r < 0 || f.len < 8) {
-		log_warnx("worker: no task from the monitor: %s", strerror(r < 0 ? -r : EBADMSG));
-		return 2;
-	}
-	if (config_load(config_path ? config_path : DEFAULT_CONFIG, config_path != NULL, &cfg, err, sizeof(err)) < 0) {
-		log_warnx("worker: %s", err);
-		explicit_bzero(payload, f.len);
+		if (r == 0)
+			log_warnx("worker: no task from the monitor: %s", strerror(EBADMSG));
+		if (payload)
+			explicit_bzero(payload, f.len);
 		free(payload);
 		config_free(&cfg);
 		return 2;

@@ -10,13 +10,21 @@
 
 #define WORKER_SOCKET_FD 3
 #define WORKER_RESULT_MAX ((size_t)64 * 1024)
+#define WORKER_CONFIG_MAX ((size_t)1024 * 1024)
+
+struct config;
 
 /* Starts argv0 (the monitor's own executable, self_fd) with the socket on
- * WORKER_SOCKET_FD and the config path; 0 with *pid and *fd (the monitor's
- * end, close-on-exec) or -errno. */
-int worker_spawn(int self_fd, const char *argv0, const char *config_path, bool debug, const int *keep_fds,
-		 size_t n_keep, pid_t *pid, int *fd);
+ * WORKER_SOCKET_FD and keep_fds on the descriptors after it; 0 with *pid
+ * and *fd (the monitor's end, close-on-exec) or -errno. The first frame
+ * the monitor sends is the configuration (MSGFRAME_CONFIG). */
+int worker_spawn(int self_fd, const char *argv0, bool debug, const int *keep_fds, size_t n_keep, pid_t *pid,
+		 int *fd);
 
-/* The worker process: one TASK or RECOVER frame in, one RESULT frame out.
- * Returns the exit code. */
-int worker_main(const char *config_path);
+/* Reads the monitor's CONFIG frame from fd (blocking) into cfg (always
+ * initialised); 0 or -errno, logged. */
+int worker_config(int fd, struct config *cfg);
+
+/* The worker process: the configuration, then one TASK or RECOVER frame
+ * in, one RESULT frame out. Returns the exit code. */
+int worker_main(void);

@@ -216,6 +216,45 @@ static void test_policy_and_verify_key(void **state)
 
 /* [agent] unprivileged_user: the network side's user, a user name as
  * written (never resolved at load), default kps-agent. */
+/* What the monitor hands its processes: the same configuration, whatever
+ * the file says later; a settings block cut short or with a bad value is
+ * refused. */
+static void test_settings_replay(void **state)
+{
+	(void)state;
+	struct config cfg, copy;
+	char err[256] = "";
+	assert_int_equal(load("[agent]\nuser = admin\nunprivileged_user = netuser\n[sshd]\nreload = pidfile:/run/s.pid\n"
+			      "[control_plane]\nurl = http://10.0.0.1:8080/x\nserver_id = abc\n"
+			      "[policy]\nusers = a, b\nallow_port = no\n",
+			      &cfg, err, sizeof(err)),
+			 0);
+	write_file("kps.conf", "[agent]\nuser = = broken\n");
+	assert_int_equal(config_load_settings(cfg.settings.data, cfg.settings.len, &copy, err, sizeof(err)), 0);
+	assert_string_equal(copy.user, cfg.user);	/* a drop-in of an earlier test may set it */
+	assert_string_equal(copy.unprivileged_user, "netuser");
+	assert_int_equal(copy.reload, RELOAD_PIDFILE);
+	assert_string_equal(copy.reload_arg, "/run/s.pid");
+	assert_string_equal(copy.url, "http://10.0.0.1:8080/x");
+	assert_int_equal(copy.policy_users.n, 2);
+	assert_false(copy.allow_port);
+	assert_true(copy.allow_root);
+	assert_int_equal(copy.settings.len, cfg.settings.len);
+	config_free(&copy);
+	/* Cut short: the last value without its end. */
+	assert_int_equal(config_load_settings(cfg.settings.data, cfg.settings.len - 1, &copy, err, sizeof(err)),
+			 -EBADMSG);
+	config_free(&copy);
+	config_free(&cfg);
+	static const char bad[] = "agent\0task_timeout\0never\0";
+	assert_int_equal(config_load_settings(bad, sizeof(bad) - 1, &copy, err, sizeof(err)), -EINVAL);
+	assert_non_null(strstr(err, "task_timeout"));
+	config_free(&copy);
+	static const char unknown[] = "agent\0nope\0x\0";
+	assert_int_equal(config_load_settings(unknown, sizeof(unknown) - 1, &copy, err, sizeof(err)), -EINVAL);
+	config_free(&copy);
+}
+
 static void test_unprivileged_user(void **state)
 {
 	(void)state;
@@ -258,6 +297,7 @@ int main(void)
 		cmocka_unit_test(test_dropins_in_order),
 		cmocka_unit_test(test_policy_and_verify_key),
 		cmocka_unit_test(test_unprivileged_user),
+		cmocka_unit_test(test_settings_replay),
 	};
 	int r = cmocka_run_group_tests(tests, NULL, NULL);
 	char cmd[300];
