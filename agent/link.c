@@ -98,7 +98,7 @@ static int link_frames(struct link *l)
 		char *payload = (char *)l->in + off + MSGFRAME_HEADER;
 		char saved = payload[f.len];
 		payload[f.len] = '\0';
-		int fd = l->fd_types & (1U << f.type) ? link_fd_take(l) : -1;
+		int fd = (l->fd_types & (1U << f.type)) ? link_fd_take(l) : -1;
 		l->frame(l->arg, &f, payload, fd);
 		payload[f.len] = saved;
 		explicit_bzero(l->in + off, MSGFRAME_HEADER + f.len);

@@ -92,7 +92,7 @@ int msgframe_send(int fd, enum msgframe_type type, const void *payload, size_t l
 			iov[i].iov_base = (char *)iov[i].iov_base + step;
 			iov[i].iov_len -= step;
 			k -= step;
-			if (iov[i].iov_len == 0 && i < 1)
+			if (i < 1 && iov[i].iov_len == 0)
 				i++;
 		}
 	}

@@ -85,8 +85,10 @@ size_t sshwire_base64_encode_nopad(const unsigned char *p, size_t n, char *out)
 	for (size_t i = 0; i < n; i += 3) {
 		uint32_t v = (uint32_t)p[i] << 16;
 		size_t take = n - i < 3 ? n - i : 3;
+		/* cppcheck-suppress knownConditionTrueFalse ; n - i may be 1, 2 or more */
 		if (take > 1)
 			v |= (uint32_t)p[i + 1] << 8;
+		/* cppcheck-suppress knownConditionTrueFalse */
 		if (take > 2)
 			v |= p[i + 2];
 		for (size_t k = 0; k <= take; k++)

@@ -152,7 +152,7 @@ int worker_config(int fd, struct config *cfg)
 int worker_main(void)
 {
 	struct config cfg;
-	struct msgframe f;
+	struct msgframe f = { 0 };
 	char *payload = NULL;
 	struct result res;
 	prctl(PR_SET_NAME, "kps-agent-worker", 0, 0, 0);
