@@ -114,7 +114,7 @@ static int cmd_apply(const struct config *cfg, int argc, char **argv, unsigned f
 	struct result res;
 	r = apply_text(cfg, text, len, flags, &res);
 	/* The task text may hold a password or private key. The analyzer
-	 * takes read_task's -errno for a possible 0, text unset. */
+	 * takes cli_read_task's -errno for a possible 0, text unset. */
 	explicit_bzero(text, len);	/* NOLINT(clang-analyzer-core.NonNullParamChecker) */
 	free(text);
 	_cleanup_free_ char *json = result_to_json(&res);
