@@ -64,6 +64,11 @@ struct channel {
 	char *line;
 	char *device;		/* owned: a SIGHUP frees the config it came from */
 	struct devport *dev;
+	/* The host's lines still unanswered when its reader ended: a port
+	 * has one peer, whatever reader is on it, so the next reader takes
+	 * them over and answers them in order. */
+	struct channel_slot *dev_head, *dev_tail;
+	size_t dev_n;
 	bool queue_full;	/* logged once per episode */
 };
 
@@ -163,6 +168,51 @@ void channel_result(struct channel *c, uint32_t tag, const char *json, size_t le
 				channel_client_flush(cl);
 				return;
 			}
+	for (struct channel_slot *s = c->dev_head; s; s = s->next)
+		if (s->tag == tag && !s->json) {
+			channel_slot_set(s, json, len);
+			return;
+		}
+}
+
+/* A port's reader ends with lines in flight: they wait for the next. */
+static void channel_device_keep(struct channel *c, struct channel_client *cl)
+{
+	for (struct channel_slot *s = cl->head; s; s = s->next)
+		s->cl = NULL;
+	if (c->dev_tail)
+		c->dev_tail->next = cl->head;
+	else
+		c->dev_head = cl->head;
+	c->dev_tail = cl->tail;
+	c->dev_n += cl->nslots;
+	cl->head = cl->tail = NULL;
+	cl->nslots = 0;
+	while (c->dev_n > CHANNEL_SLOTS_MAX && c->dev_head) {
+		struct channel_slot *s = c->dev_head;
+		c->dev_head = s->next;
+		if (!c->dev_head)
+			c->dev_tail = NULL;
+		c->dev_n--;
+		channel_slot_free(s);
+	}
+}
+
+/* The next reader of the port answers what the last one could not. */
+static void channel_device_adopt(struct channel *c, struct channel_client *cl)
+{
+	if (!c->dev_head)
+		return;
+	log_debug("channel: %s: %zu line%s of the last session still to answer", cl->name, c->dev_n,
+		  c->dev_n == 1 ? "" : "s");
+	for (struct channel_slot *s = c->dev_head; s; s = s->next)
+		s->cl = cl;
+	cl->head = c->dev_head;
+	cl->tail = c->dev_tail;
+	cl->nslots = c->dev_n;
+	c->dev_head = c->dev_tail = NULL;
+	c->dev_n = 0;
+	channel_client_flush(cl);
 }
 
 static struct channel_slot *channel_slot_new(struct channel_client *cl)
@@ -290,6 +340,8 @@ static int channel_client_lines(struct channel_client *cl)
 static void channel_client_free(struct channel_client *cl)
 {
 	struct channel *c = cl->c;
+	if (cl->device)
+		channel_device_keep(c, cl);
 	while (cl->head)
 		channel_slot_pop(cl);
 	struct evbuffer *in = bufferevent_get_input(cl->bev);
@@ -379,6 +431,8 @@ static int channel_client_new(struct channel *c, int fd, bool device, const char
 		channel_client_free(cl);
 		return -EPERM;
 	}
+	if (device)
+		channel_device_adopt(c, cl);
 	return 0;
 }
 
@@ -480,6 +534,11 @@ void channel_free(struct channel *c)
 	}
 	if (c->listener)
 		evconnlistener_free(c->listener);
+	while (c->dev_head) {
+		struct channel_slot *s = c->dev_head;
+		c->dev_head = s->next;
+		channel_slot_free(s);
+	}
 	free(c->device);
 	if (c->accept_timer)
 		event_free(c->accept_timer);

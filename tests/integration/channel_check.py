@@ -392,6 +392,41 @@ def check_device_reopen(env):
     check(len(fails) == 1, f"{len(fails)} log lines about failing to open the port, wanted 1")
 
 
+def worker_running(agent):
+    for pid in children(agent.proc.pid):
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().startswith("kps-agent-worke"):
+                    return True
+        except OSError:
+            pass
+    return False
+
+
+def check_device_result_after_reconnect(env):
+    """The host goes away while its task runs and comes back: the result
+    waits for it, on the port's next reader (a port has one peer)."""
+    t = env.box.task("associate", keypair_name="rc", public_key=env.box.keys.pub("rc"),
+                     server={"auth": {"type": "keypair", "key": env.box.keys.private("stranger")}})
+    os.write(env.master, json.dumps(t).encode() + b"\n")
+    deadline = time.time() + 30
+    while time.time() < deadline and not worker_running(env.agent):
+        time.sleep(0.002)
+    check(worker_running(env.agent), "no worker took the task")
+    os.close(env.master)
+    env.master = None
+    master, path = new_pty(raw=True)
+    env.master = master
+    point(env.link, path)
+    deadline = time.time() + 10
+    while time.time() < deadline and not env.agent.has_fd_to(path):
+        time.sleep(0.05)
+    check(env.agent.has_fd_to(path), "the agent did not reopen the port")
+    raw = Lines(master).raw_until(1, 60)
+    check(raw, "the task's result was lost with the host's first session")
+    expect_result(json.loads(raw), t, code="AUTH_FAILED")
+
+
 def check_queue_full(env):
     """More lines than the agent holds for one client: it stops reading,
     keeps answering in order, reads on, and closes after the last answer."""
@@ -550,6 +585,7 @@ def main():
                          ("non_root_refused", check_non_root_refused),
                          ("device_task", check_device),
                          ("device_reopen", check_device_reopen),
+                         ("device_result_after_reconnect", check_device_result_after_reconnect),
                          ("queue_full_in_order", check_queue_full),
                          ("sighup_reopens", check_sighup),
                          ("sigterm_exit_0", check_sigterm),
