@@ -102,6 +102,15 @@ static void privdrop_sigsys(int sig, siginfo_t *si, void *ctx)
 	_exit(159);
 }
 
+/* Allows call when its argument arg compares so (libseccomp's SCMP_A*
+ * macros leave fields to the compiler). */
+static int privdrop_rule_arg(scmp_filter_ctx ctx, int call, unsigned arg, enum scmp_compare op, scmp_datum_t a,
+			     scmp_datum_t b)
+{
+	const struct scmp_arg_cmp cmp = { .arg = arg, .op = op, .datum_a = a, .datum_b = b };
+	return seccomp_rule_add_array(ctx, SCMP_ACT_ALLOW, call, 1, &cmp);
+}
+
 int privdrop_seccomp(void)
 {
 	struct sigaction sa = { .sa_sigaction = privdrop_sigsys, .sa_flags = SA_SIGINFO };
@@ -124,13 +133,12 @@ int privdrop_seccomp(void)
 	/* Sockets for the control plane and the resolver only. */
 	static const int families[] = { AF_INET, AF_INET6 };
 	for (size_t i = 0; r == 0 && i < ELEMENTSOF(families); i++)
-		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(socket), 1, SCMP_A0(SCMP_CMP_EQ, (scmp_datum_t)families[i]));
+		r = privdrop_rule_arg(ctx, SCMP_SYS(socket), 0, SCMP_CMP_EQ, (scmp_datum_t)families[i], 0);
 	/* Memory is never made executable. */
 	if (r == 0)
-		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mprotect), 1,
-				     SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+		r = privdrop_rule_arg(ctx, SCMP_SYS(mprotect), 2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0);
 	if (r == 0)
-		r = seccomp_rule_add(ctx, SCMP_ACT_ALLOW, SCMP_SYS(mmap), 1, SCMP_A2(SCMP_CMP_MASKED_EQ, PROT_EXEC, 0));
+		r = privdrop_rule_arg(ctx, SCMP_SYS(mmap), 2, SCMP_CMP_MASKED_EQ, PROT_EXEC, 0);
 	if (r == 0)
 		r = seccomp_load(ctx);
 	seccomp_release(ctx);
