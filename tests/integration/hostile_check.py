@@ -76,7 +76,8 @@ class Run:
         self.proc = None
 
     def start(self):
-        env = dict(os.environ, KPS_HOSTILE=self.mode, KPS_HOSTILE_DIR=self.dir)
+        env = dict(os.environ, KPS_HOSTILE=self.mode, KPS_HOSTILE_DIR=self.dir,
+                   KPS_HOSTILE_KEYS=self.box.keys_path())
         self.logf = open(self.log, "a")
         self.proc = subprocess.Popen([self.exe, "-c", self.config, "run"], stdin=subprocess.DEVNULL,
                                      stdout=self.logf, stderr=self.logf, env=env, start_new_session=True)
@@ -304,6 +305,21 @@ def bad_routes(run):
     run.wait_report(1, "end ", timeout=30)
     for r in (99, 0, 4294967295):
         log_has(run, f"network side: a task on route {r}, which does not exist; dropped")
+
+
+@case()
+def escape(run):
+    """Past the socket: authorized_keys cannot be opened, the monitor not
+    signalled (kill(2) is outside the seccomp filter: it ends the network
+    side, which the monitor logs and replaces)."""
+    hit, lines = run.wait_report(1, "open keys", timeout=30)
+    check(hit[0].startswith("open keys -1"), f"the network side opened authorized_keys: {lines}")
+    probe_served(run)
+    lines = run.report(1)
+    check("kill next" in lines, f"{lines}")
+    check(not any(l.startswith("kill monitor") for l in lines), f"kill(2) returned instead of ending it: {lines}")
+    log_has(run, "kps-agent-net: system call 62 is not allowed to the network side; exiting")
+    log_has(run, "network side: exited with status 159; starting a new one")
 
 
 @case()
