@@ -3,7 +3,7 @@
 a task (issue 13: "kill each one at each step: nothing lost, nothing
 half-applied").
 
-    proc_walk.py AGENT SHIM EMULATOR [--scenario a,b] [--every K]
+    proc_walk.py AGENT SHIM EMULATOR [--scenario b] [--every K]
                  [--targets worker,net,monitor,all] [--only N,..] [-v]
 
 The daemon takes the task from the control-plane emulator and applies it in
@@ -21,6 +21,12 @@ right before step N (KPS_FAULT_STOP). Then, by target:
            `kps-agent run` posts what was recorded;
   all      SIGKILL the monitor, the network side and the worker at once
            (systemd killing the unit's cgroup); the next start rolls back.
+
+The emulator never hands a task out again (--redeliver-ms a day): a result
+the agent recorded must reach it from the outbox within 25 s by itself;
+only a task killed with all three processes before its backups were on disk
+may be missing (the README: the control plane delivers it again), and then
+the VM must be old and nothing recorded.
 
 After each point: the emulator holds the task's result, posted exactly once;
 authorized_keys, sshd_config and its drop-ins are all old (FAILED) or all
@@ -46,6 +52,9 @@ import fault_walk as fw  # noqa: E402
 
 USER = os.environ.get("KPS_FAULT_USER", "kpsfault")
 TARGETS = ("worker", "net", "monitor", "all")
+RESULT_WAIT_S = 25
+# The emulator hands a RUNNING task out again after this: never, in a walk.
+NO_REDELIVERY = ("--redeliver-ms", str(24 * 3600 * 1000))
 
 
 def scenarios():
@@ -179,17 +188,33 @@ def strike(target, agent, worker, problems):
     return True
 
 
-def judge(box, cp, tid, base, new, problems):
-    t = cp.wait(tid, timeout=90)
+def judge(box, cp, tid, base, new, durable, problems):
+    # The new files name the task (its id in the key's comment): this one's.
+    clean_tid, new_files = new
+    new = {p: v and v.replace(clean_tid.encode(), tid.encode()) for p, v in new_files.items()}
+    try:
+        t = cp.wait(tid, timeout=RESULT_WAIT_S)
+    except Failure:
+        # The emulator never hands the task out again here: a result the
+        # agent recorded must reach it from the outbox by itself.
+        rec = fw.record(box, tid)
+        st, _ = fw.classify(fw.files(box), base.files, new)
+        if rec:
+            problems.append(f"recorded {rec.get('status')} but never posted (not in the outbox: "
+                            f"{os.listdir(os.path.join(box.state, 'outbox'))})")
+        elif durable:
+            problems.append("backups were on disk, yet no result was recorded or posted")
+        elif st != "old":
+            problems.append(f"nothing recorded, but the VM is {st}")
+        else:
+            return "not started (the control plane delivers it again)", st
+        return "lost", st
     status = "SUCCESS" if t["task_status"].startswith("SUCCESS_") else "FAILED"
     time.sleep(0.5)  # a second post would come now
     posts = cp.task(tid).get("result_posts")
     if posts != 1:
         problems.append(f"result posted {posts} times")
     cur = fw.files(box)
-    # The new files name the task (its id in the key's comment): this one's.
-    clean_tid, new_files = new
-    new = {p: v and v.replace(clean_tid.encode(), tid.encode()) for p, v in new_files.items()}
     st, bad = fw.classify(cur, base.files, new)
     if st in ("torn", "mixed"):
         problems.append(f"the VM is {st} {bad}")
@@ -200,23 +225,40 @@ def judge(box, cp, tid, base, new, problems):
         problems.append(f"recorded {rec and rec.get('status')}, reported {status}")
     if os.path.exists(os.path.join(box.state, "inflight.json")):
         problems.append("inflight.json left")
+    # A temp file a killed worker was writing stays (nothing sweeps them:
+    # counted in the summary); a result left in the outbox is a failure.
+    def waiting():
+        return [n for n in os.listdir(outbox) if ".kps-" not in n]
     deadline = time.time() + 5
     outbox = os.path.join(box.state, "outbox")
-    while os.listdir(outbox) and time.time() < deadline:
+    while waiting() and time.time() < deadline:
         time.sleep(0.05)
-    if os.listdir(outbox):
-        problems.append(f"outbox not emptied: {os.listdir(outbox)}")
+    if waiting():
+        problems.append(f"outbox not emptied: {waiting()}")
     ok, why = fw.sshd_t(box)
     if not ok:
         problems.append(f"sshd -t fails: {why}")
     return status, st
 
 
+def litter(box):
+    """Temp files (.NAME.kps-XXXX) left in the state dir and beside the
+    files the task writes."""
+    found = []
+    for d in (box.state, os.path.join(box.state, "results"), os.path.join(box.state, "outbox"), box.dir,
+              box.dropins, os.path.dirname(box.keys_path())):
+        try:
+            found += [os.path.join(d, n) for n in os.listdir(d) if ".kps-" in n]
+        except FileNotFoundError:
+            pass
+    return found
+
+
 def walk_point(box, agent_exe, emulator, shim, base, new, sc, n, target):
     problems = []
     opts, config_change = sc[1], sc[2]
     base.restore(box, config_change)
-    cp = ControlPlane(emulator)
+    cp = ControlPlane(emulator, *NO_REDELIVERY)
     agent = Daemon(box, agent_exe, cp)
     if os.path.exists(agent.sock):
         os.unlink(agent.sock)
@@ -226,18 +268,22 @@ def walk_point(box, agent_exe, emulator, shim, base, new, sc, n, target):
         tid = cp.associate({"keypair_name": "kp1", "server": {"id": box.server_id, **opts}})
         worker = wait_stopped(agent, cp, tid)
         what = "not reached"
+        durable = False
         if worker:
             what = "stopped"
+            durable = (os.path.exists(os.path.join(box.state, "inflight.json"))
+                       or fw.record(box, tid) is not None)
             if strike(target, agent, worker, problems):
                 if os.path.exists(agent.sock):
                     os.unlink(agent.sock)
                 agent.start_env(plain_env())
-        status, st = judge(box, cp, tid, base, new, problems)
+        status, st = judge(box, cp, tid, base, new, durable, problems)
         if agent.proc.poll() is not None:
             problems.append(f"the monitor died: rc {agent.proc.returncode}")
         elif agent.stop() != 0:
             problems.append("the monitor did not stop cleanly on SIGTERM")
-        return problems, f"{what}: {status} {st}"
+        left = litter(box)
+        return problems, f"{what}: {status} {st}" + (f"; temp files left: {len(left)}" if left else "")
     except Failure as e:
         problems.append(str(e))
         return problems, "error"
@@ -277,8 +323,8 @@ def main():
     ap.add_argument("agent")
     ap.add_argument("shim")
     ap.add_argument("emulator")
-    ap.add_argument("--scenario", default="a,b")
-    ap.add_argument("--every", type=int, default=int(os.environ.get("KPS_PROC_EVERY", "3")))
+    ap.add_argument("--scenario", default="b")
+    ap.add_argument("--every", type=int, default=int(os.environ.get("KPS_PROC_EVERY", "4")))
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--only", default="")
     ap.add_argument("-v", "--verbose", action="store_true")
@@ -299,12 +345,14 @@ def main():
             steps, new = clean_run(box, agent, emulator, shim, sc)
             m = len(steps)
             points = [int(x) for x in args.only.split(",")] if args.only else list(range(1, m + 1, args.every))
-            n_failed = 0
+            n_failed = n_litter = 0
             for target in args.targets.split(","):
                 for n in points:
                     probs, what = walk_point(box, agent, emulator, shim, base, new, sc, n, target)
                     walked += 1
                     detail = steps[n - 1] if n <= m else "(past the end)"
+                    if "temp files left" in what:
+                        n_litter += 1
                     if args.verbose or probs:
                         print(f"  {key} {target:7} step {n:3}/{m} [{detail[:90]}]: {what}"
                               + ("".join(f"\n    FAIL: {p}" for p in probs)))
@@ -313,7 +361,8 @@ def main():
                         ok = False
             every = f", every {args.every}th step" if args.every > 1 and not args.only else ""
             print(f"scenario {key} ({sc[0]}): {m} worker steps; {len(points)} points x "
-                  f"{len(args.targets.split(','))} targets{every}, {n_failed} failed")
+                  f"{len(args.targets.split(','))} targets{every}, {n_failed} failed; "
+                  f"{n_litter} left a temp file behind")
             failed += n_failed
         except Failure as e:
             print(f"FAIL scenario {key}: {e}")
