@@ -126,6 +126,9 @@ def shim_env(shim, box, n):
     for k in list(env):
         if k.startswith("KPS_FAULT_") or k == "LD_PRELOAD":
             env.pop(k)
+    log = os.path.join(box.dir, "walk.log")
+    if os.path.exists(log):
+        os.unlink(log)
     once = os.path.join(box.dir, "walk.once")
     if os.path.exists(once):
         os.unlink(once)
@@ -283,6 +286,10 @@ def walk_point(box, agent_exe, emulator, shim, base, new, sc, n, target):
         elif agent.stop() != 0:
             problems.append("the monitor did not stop cleanly on SIGTERM")
         left = litter(box)
+        # The step as this run's worker logged it (timing may shift the count).
+        here = fw.read_log(os.path.join(box.dir, "walk.log")).get(n)
+        if here:
+            what = f"[{here[:100]}] {what}"
         return problems, f"{what}: {status} {st}" + (f"; temp files left: {len(left)}" if left else "")
     except Failure as e:
         problems.append(str(e))
@@ -354,7 +361,7 @@ def main():
                     if "temp files left" in what:
                         n_litter += 1
                     if args.verbose or probs:
-                        print(f"  {key} {target:7} step {n:3}/{m} [{detail[:90]}]: {what}"
+                        print(f"  {key} {target:7} step {n:3}/{m} (clean run: {detail[:90]}): {what}"
                               + ("".join(f"\n    FAIL: {p}" for p in probs)))
                     if probs:
                         n_failed += 1
