@@ -6,9 +6,11 @@ Usage: bench_daemon.py AGENT EMULATOR [RUNS]
 - call-to-result: from the AssociateKeypair call at the emulator to the
   agent's result being stored there (ListKeypairTask says SUCCESS_), median
   and p99, probe included;
-- the daemon idle: RSS, Pss and Private memory (/proc/PID/smaps_rollup),
-  and wake-ups per minute (context switches while nothing happens but the
-  long poll);
+- the daemon idle: every kps-agent process (the monitor and its resident
+  network side, kps-agent-net; a worker lives only while a task runs):
+  RSS, Pss and Private memory each (/proc/PID/smaps_rollup), the Pss summed
+  over all of them, and wake-ups per minute summed over all of them
+  (context switches while nothing happens but the long poll);
 - exec to READY=1 (a NOTIFY_SOCKET of our own);
 - beside it, where qemu-guest-agent is installed: qemu-ga's idle memory and
   the time of one guest-ssh-add-authorized-keys over its socket.
@@ -53,6 +55,32 @@ def switches(pid):
             for line in f:
                 if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
                     total += int(line.split()[1])
+    return total
+
+
+def tree(pid):
+    """[(pid, argv[0])] of pid and its descendants (the daemon's processes)."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop(0)
+        try:
+            with open(f"/proc/{p}/cmdline", "rb") as f:
+                name = os.path.basename(f.read().split(b"\0")[0].decode(errors="replace"))
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(x) for x in f.read().split()]
+        except OSError:
+            continue
+        out.append((p, name))
+    return out
+
+
+def tree_switches(procs):
+    total = 0
+    for pid, _ in procs:
+        try:
+            total += switches(pid)
+        except OSError:
+            pass
     return total
 
 
@@ -142,13 +170,24 @@ def main():
         print(f"call-to-result (associate at the emulator -> result stored), {runs} runs: "
               f"p50 {statistics.median(t):.1f} ms, p99 {pct(t, 99):.1f} ms")
         time.sleep(1)
-        m = memory(agent.proc.pid)
-        print(f"kps-agent idle: Rss {m['Rss']} kB, Pss {m['Pss']} kB, Private {m['Private']} kB")
+        procs = tree(agent.proc.pid)
+        mem = {pid: memory(pid) for pid, _ in procs}
+        for pid, name in procs:
+            m = mem[pid]
+            print(f"kps-agent idle, {name} (pid {pid}): Rss {m['Rss']} kB, Pss {m['Pss']} kB, "
+                  f"Private {m['Private']} kB")
+        pss = sum(m["Pss"] for m in mem.values())
+        net_rss = [mem[pid]["Rss"] for pid, name in procs if name == "kps-agent-net"]
+        print(f"kps-agent idle, all {len(procs)} processes: Pss {pss} kB summed")
         window = 20
-        before = switches(agent.proc.pid)
+        before = {pid: switches(pid) for pid, _ in procs}
         time.sleep(window)
-        woke = switches(agent.proc.pid) - before
-        print(f"kps-agent idle wake-ups: {woke} in {window} s ({woke * 60 / window:.1f}/min; long poll wait 5 s here)")
+        after = {pid: switches(pid) for pid, _ in tree(agent.proc.pid)}
+        woke = sum(after.get(pid, 0) - n for pid, n in before.items())
+        each = ", ".join(f"{name} {after.get(pid, 0) - before[pid]}" for pid, name in procs)
+        gone = [name for pid, name in procs if pid not in after]
+        print(f"kps-agent idle wake-ups, all processes: {woke} in {window} s ({woke * 60 / window:.1f}/min; "
+              f"{each}; long poll wait 5 s here)" + (f"; ended meanwhile: {gone}" if gone else ""))
         agent.stop()
         r = exec_to_ready(agent_exe, agent.config)
         print(f"exec to READY=1, {len(r)} runs: p50 {statistics.median(r):.1f} ms, max {max(r):.1f} ms")
@@ -156,6 +195,8 @@ def main():
         if q:
             idle, times = q
             print(f"qemu-ga idle: Rss {idle['Rss']} kB, Pss {idle['Pss']} kB, Private {idle['Private']} kB")
+            print(f"side by side: Pss kps-agent (all) {pss} kB vs qemu-ga {idle['Pss']} kB; "
+                  f"Rss kps-agent-net {net_rss[0] if net_rss else '-'} kB vs qemu-ga {idle['Rss']} kB")
             print(f"qemu-ga guest-ssh-add-authorized-keys, {runs} runs: p50 {statistics.median(times):.2f} ms, "
                   f"p99 {pct(times, 99):.2f} ms (no proof, no probe, no sshd_config)")
         else:

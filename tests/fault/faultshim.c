@@ -13,7 +13,16 @@
  *   KPS_FAULT_STEP=N     at step N ...
  *   KPS_FAULT_ERRNO=E    ... fail the call with E (ENOSPC, EIO, EACCES, or a
  *                        number; default ENOSPC), or
- *   KPS_FAULT_KILL=1     ... raise SIGKILL right before performing it.
+ *   KPS_FAULT_KILL=1     ... raise SIGKILL right before performing it, or
+ *   KPS_FAULT_STOP=1     ... raise SIGSTOP right before it, and perform it
+ *                        once continued (the test kills whichever of the
+ *                        daemon's processes it wants meanwhile).
+ *   KPS_FAULT_ARGV0=name count only in a process whose argv[0] is name (the
+ *                        daemon's exec'd worker: "kps-agent-worker"); every
+ *                        other process that loads the shim counts nothing
+ *   KPS_FAULT_ONCE=path  ... and only in the first such process: it claims
+ *                        the walk by creating path (O_EXCL); a later one
+ *                        (the worker rolling the task back) counts nothing
  *
  * Writes to sockets, pipes and ttys are not steps: libssh's traffic would
  * swamp the walk and faults there are the proof's business, not the
@@ -46,17 +55,55 @@ static long step_no;
 static long fault_step;
 static int fault_errno = ENOSPC;
 static int fault_kill;
+static int fault_stop;
 static char log_path[4096];
 static int log_fd = -1;
+
+/* This process's argv[0], read raw: the constructor runs before main. */
+static int argv0_is(const char *want)
+{
+	char buf[256];
+	int fd = (int)syscall(SYS_openat, AT_FDCWD, "/proc/self/cmdline", O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return 0;
+	ssize_t n = syscall(SYS_read, fd, buf, sizeof(buf) - 1);
+	syscall(SYS_close, fd);
+	if (n <= 0)
+		return 0;
+	buf[n] = '\0';
+	return strcmp(buf, want) == 0;
+}
+
+/* Whether this process is the one that counts (KPS_FAULT_ARGV0, _ONCE). */
+static int counts_here(void)
+{
+	const char *name = getenv("KPS_FAULT_ARGV0");
+	const char *once = getenv("KPS_FAULT_ONCE");
+	if (name && !argv0_is(name))
+		return 0;
+	if (once) {
+		int fd = (int)syscall(SYS_openat, AT_FDCWD, once, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+		if (fd < 0)
+			return 0;
+		syscall(SYS_close, fd);
+	}
+	return 1;
+}
 
 static void init_env(void)
 {
 	const char *s;
+	if (!counts_here()) {
+		first_pid = -1;	/* no pid: nothing here counts */
+		return;
+	}
 	first_pid = (pid_t)syscall(SYS_getpid);
 	if ((s = getenv("KPS_FAULT_STEP")))
 		fault_step = strtol(s, NULL, 10);
 	if ((s = getenv("KPS_FAULT_KILL")))
 		fault_kill = atoi(s) != 0;
+	if ((s = getenv("KPS_FAULT_STOP")))
+		fault_stop = atoi(s) != 0;
 	if ((s = getenv("KPS_FAULT_ERRNO"))) {
 		if (!strcmp(s, "ENOSPC"))
 			fault_errno = ENOSPC;
@@ -140,6 +187,10 @@ static int step(const char *name, const char *detail)
 	if (fault_kill) {
 		raise(SIGKILL);
 		syscall(SYS_kill, syscall(SYS_getpid), SIGKILL);
+	}
+	if (fault_stop) {
+		syscall(SYS_kill, syscall(SYS_getpid), SIGSTOP);
+		return 0;
 	}
 	errno = fault_errno;
 	return -1;
