@@ -39,7 +39,7 @@ static const char *action_name(enum task_action a)
 
 /* The commit point is the recorded result: from there a crash keeps the
  * change (recovery sees the result), before it a crash rolls it back. */
-static int commit(struct apply *a)
+static int commit(struct apply *a, unsigned flags)
 {
 	int r = journal_record(a->j, a->res);
 	if (r < 0) {
@@ -48,6 +48,11 @@ static int commit(struct apply *a)
 		applyundo_rollback(a);
 		return -1;
 	}
+	/* In the outbox before the backups go: a crash after this posts the
+	 * result from the outbox, one before it finds the backups and the
+	 * recorded result, and puts it there (apply_recover). */
+	if ((flags & APPLY_OUTBOX) && journal_outbox_put(a->j, a->res) < 0)
+		log_warnx("task %s: cannot put the result in the outbox", a->task->id);
 	if (journal_backup_clear(a->j) < 0)
 		log_warnx("task %s: cannot drop its backups; the next start sees it committed", a->task->id);
 	if (a->plan.keys.new && managed_note(a->j, a->plan.user.name, a->plan.keys.path) < 0)
@@ -103,7 +108,7 @@ static int apply_run(const struct config *cfg, struct journal *j, const struct t
 		if (r < 0)
 			applyundo_rollback(&a);
 		else if (a.backed_up)
-			r = commit(&a);
+			r = commit(&a, flags);
 	}
 	if (r == 0)
 		warn_no_password(&a);

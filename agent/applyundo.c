@@ -196,6 +196,9 @@ int apply_recover(const struct config *cfg, struct journal *j, unsigned flags, e
 	result_init(&old);
 	int found = journal_lookup(j, b.task_id, &old);
 	bool committed = found == 0 && old.code == ERR_NONE;
+	/* Committed, cut off before its result reached the outbox. */
+	if (committed && (flags & APPLY_OUTBOX) && journal_outbox_put(j, &old) < 0)
+		log_warnx("task %s: cannot put the result in the outbox", b.task_id);
 	result_free(&old);
 	if (committed) {
 		/* Its SUCCESS was recorded: committed, only the backups were left. */

@@ -25,6 +25,7 @@ struct daemon_net {
 	struct event *closed_ev;
 	unsigned crashes;		/* in a row: the restart's backoff */
 	bool restart_now;		/* SIGHUP: the next one starts at once */
+	bool ended;			/* its link ended (logged): the SIGTERM that follows is ours */
 	int listen_fd;
 	char *bound_path;		/* the socket file we made */
 	char posted[DAEMON_POSTS_MAX][TASK_ID_MAX + 1];	/* handed over, not yet acknowledged */

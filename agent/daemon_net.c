@@ -156,9 +156,16 @@ static void net_frame(void *arg, const struct msgframe *f, const char *payload, 
 static void net_closed(void *arg, int err)
 {
 	struct daemon *d = arg;
-	if (err)
-		log_warnx("network side: %s; starting a new one", err == -EBADMSG ? "sent a frame it may not send" :
-			  err == -EMSGSIZE ? "sent a frame over the size limit" : strerror(-err));
+	if (d->stopping || d->net.restart_now)
+		;
+	else if (err)
+		log_warnx("network side: %s; starting a new one",
+			  err == -EBADMSG ? "sent a frame it may not send" :
+			  err == -EMSGSIZE ? "sent a frame over the size limit" :
+			  err == -ECONNRESET ? "ended its link inside a frame (cut short)" : strerror(-err));
+	else
+		log_warnx("network side: closed its link; starting a new one");
+	d->net.ended = true;
 	event_active(d->net.closed_ev, EV_TIMEOUT, 0);
 }
 
@@ -191,6 +198,7 @@ static int net_spawn(struct daemon *d)
 	if (r < 0)
 		return r;
 	n->gen++;
+	n->ended = false;
 	memset(n->posted, 0, sizeof(n->posted));
 	daemon_net_feed(d);
 	return 0;
@@ -290,11 +298,15 @@ void daemon_net_exited(struct daemon *d, int status)
 		net_schedule(d, 0);
 		return;
 	}
-	if (WIFSIGNALED(status))
+	/* Killed by us after its link ended: that was logged. */
+	bool ours = n->ended && WIFSIGNALED(status) && WTERMSIG(status) == SIGTERM;
+	if (WIFSIGNALED(status) && !ours)
 		log_warnx("network side: killed by signal %d%s; starting a new one", WTERMSIG(status),
 			  WTERMSIG(status) == SIGSYS ? " (a system call its filter does not allow)" : "");
 	else if (!clean)
 		log_warnx("network side: exited with status %d; starting a new one", WEXITSTATUS(status));
+	else if (!n->ended)
+		log_warnx("network side: exited without being asked to; starting a new one");
 	unsigned s = n->crashes ? 1U << (n->crashes < 5 ? n->crashes : 5) : 1;
 	n->crashes++;
 	net_schedule(d, s < NET_RESTART_MAX_S ? s : NET_RESTART_MAX_S);

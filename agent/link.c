@@ -131,7 +131,8 @@ static void link_read(evutil_socket_t fd, short what, void *arg)
 	if (n > 0)
 		link_keep_fds(l, &m);
 	if (n <= 0) {
-		link_end(l, n == 0 ? 0 : -errno);
+		/* End of file inside a frame: the peer cut it short. */
+		link_end(l, n < 0 ? -errno : l->in_len > 0 ? -ECONNRESET : 0);
 		return;
 	}
 	l->in_len += (size_t)n;

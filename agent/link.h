@@ -19,7 +19,8 @@ struct link;
  * to close) or -1. */
 typedef void link_frame_fn(void *arg, const struct msgframe *f, const char *payload, int fd);
 /* The link ended: 0 at end of file, -EBADMSG / -EMSGSIZE for a frame the
- * end refused, or read's -errno. Nothing more is called after it; the
+ * end refused, -ECONNRESET at end of file inside a frame, or read's
+ * -errno. Nothing more is called after it; the
  * owner frees the link. */
 typedef void link_closed_fn(void *arg, int err);
 

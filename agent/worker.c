@@ -119,12 +119,13 @@ static void worker_recover(const struct config *cfg, const char *payload, size_t
 		apply_recover(cfg, &j, flags, code, why);
 		if (!res->task_id[0] || journal_lookup(&j, res->task_id, res) < 0) {
 			result_fail(res, code, "%s", why);
-			if (res->task_id[0]) {
+			if (res->task_id[0])
 				journal_record(&j, res);
-				if (flags & APPLY_OUTBOX)
-					journal_outbox_put(&j, res);
-			}
 		}
+		/* Recorded before the worker died, maybe not yet in the outbox:
+		 * posting it twice is harmless, never is not. */
+		if (res->task_id[0] && (flags & APPLY_OUTBOX))
+			journal_outbox_put(&j, res);
 	} else {
 		result_fail(res, code, "%s", why);
 	}

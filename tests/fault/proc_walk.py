@@ -331,7 +331,7 @@ def main():
     ap.add_argument("shim")
     ap.add_argument("emulator")
     ap.add_argument("--scenario", default="b")
-    ap.add_argument("--every", type=int, default=int(os.environ.get("KPS_PROC_EVERY", "4")))
+    ap.add_argument("--every", type=int, default=int(os.environ.get("KPS_PROC_EVERY", "8")))
     ap.add_argument("--targets", default=",".join(TARGETS))
     ap.add_argument("--only", default="")
     ap.add_argument("-v", "--verbose", action="store_true")

@@ -412,16 +412,16 @@ static size_t slurp(const char *dir, const char *name, char *out, size_t size)
 	return n > 0 ? (size_t)n : 0;
 }
 
-static int hostile_main(const char *config_path)
+static int hostile_main(void)
 {
 	const char *dir = getenv("KPS_HOSTILE_DIR");
 	const char *mode = getenv("KPS_HOSTILE");
 	struct config cfg;
-	char err[512] = "";
 	if (!dir || !mode)
 		return 2;
 	signal(SIGPIPE, SIG_IGN);	/* a link the monitor ended is written down, not died of */
-	if (config_load(config_path ? config_path : DEFAULT_CONFIG, config_path != NULL, &cfg, err, sizeof(err)) < 0)
+	/* The monitor's configuration comes first, as to a real network side. */
+	if (worker_config(3, &cfg) < 0)
 		return 2;
 	unsigned gen = next_gen(dir);
 	char path[4096];
@@ -470,9 +470,9 @@ int main(int argc, char **argv)
 			return 2;
 	}
 	if (streq(self, "kps-agent-worker"))
-		return worker_main(config_path);
+		return worker_main();
 	if (streq(self, "kps-agent-net"))
-		return hostile_main(config_path);
+		return hostile_main();
 	struct config cfg;
 	char err[512] = "";
 	if (!config_path || config_load(config_path, true, &cfg, err, sizeof(err)) < 0) {

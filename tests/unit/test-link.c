@@ -151,6 +151,7 @@ static void test_cut_short(void **state)
 	run(base);
 	assert_int_equal(s.frames, 0);
 	assert_true(s.closed);
+	assert_int_equal(s.err, -ECONNRESET);
 	link_free(l);
 	event_base_free(base);
 }
