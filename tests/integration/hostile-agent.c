@@ -51,7 +51,7 @@ static char valid[TASK_MAX_BYTES + 1];	/* KPS_HOSTILE_DIR/valid.json */
 static size_t valid_len;
 static pid_t monitor_pid;
 
-static void say(const char *fmt, ...)
+__attribute__((format(printf, 1, 2))) static void say(const char *fmt, ...)
 {
 	va_list ap;
 	va_start(ap, fmt);
