@@ -175,6 +175,16 @@ void channel_result(struct channel *c, uint32_t tag, const char *json, size_t le
 		}
 }
 
+static void channel_device_pop(struct channel *c)
+{
+	struct channel_slot *s = c->dev_head;
+	c->dev_head = s->next;
+	if (!c->dev_head)
+		c->dev_tail = NULL;
+	c->dev_n--;
+	channel_slot_free(s);
+}
+
 /* A port's reader ends with lines in flight: they wait for the next. */
 static void channel_device_keep(struct channel *c, struct channel_client *cl)
 {
@@ -188,14 +198,8 @@ static void channel_device_keep(struct channel *c, struct channel_client *cl)
 	c->dev_n += cl->nslots;
 	cl->head = cl->tail = NULL;
 	cl->nslots = 0;
-	while (c->dev_n > CHANNEL_SLOTS_MAX && c->dev_head) {
-		struct channel_slot *s = c->dev_head;
-		c->dev_head = s->next;
-		if (!c->dev_head)
-			c->dev_tail = NULL;
-		c->dev_n--;
-		channel_slot_free(s);
-	}
+	while (c->dev_n > CHANNEL_SLOTS_MAX && c->dev_head)
+		channel_device_pop(c);
 }
 
 /* The next reader of the port answers what the last one could not. */
@@ -534,11 +538,8 @@ void channel_free(struct channel *c)
 	}
 	if (c->listener)
 		evconnlistener_free(c->listener);
-	while (c->dev_head) {
-		struct channel_slot *s = c->dev_head;
-		c->dev_head = s->next;
-		channel_slot_free(s);
-	}
+	while (c->dev_head)
+		channel_device_pop(c);
 	free(c->device);
 	if (c->accept_timer)
 		event_free(c->accept_timer);

@@ -370,19 +370,25 @@ def check_device(env):
     expect_result(res, t)
 
 
+def reattach(env, timeout):
+    """The host's side on a new pty at the port's path; the agent must open it."""
+    master, path = new_pty(raw=True)
+    env.master = master
+    point(env.link, path)
+    deadline = time.time() + timeout
+    while time.time() < deadline and not env.agent.has_fd_to(path):
+        time.sleep(0.05)
+    check(env.agent.has_fd_to(path), "the agent did not reopen the port")
+    return master
+
+
 def check_device_reopen(env):
     os.close(env.master)
     env.master = None
     os.unlink(env.link)
     time.sleep(2.5)
     check(env.agent.proc.poll() is None, "agent died when the host went away")
-    master, path = new_pty(raw=True)
-    env.master = master
-    point(env.link, path)
-    deadline = time.time() + 5
-    while time.time() < deadline and not env.agent.has_fd_to(path):
-        time.sleep(0.05)
-    check(env.agent.has_fd_to(path), "the agent did not reopen the port")
+    master = reattach(env, 5)
     t = env.box.task("disassociate")
     os.write(master, json.dumps(t).encode() + b"\n")
     raw = Lines(master).raw_until(1, 120)
@@ -415,13 +421,7 @@ def check_device_result_after_reconnect(env):
     check(worker_running(env.agent), "no worker took the task")
     os.close(env.master)
     env.master = None
-    master, path = new_pty(raw=True)
-    env.master = master
-    point(env.link, path)
-    deadline = time.time() + 10
-    while time.time() < deadline and not env.agent.has_fd_to(path):
-        time.sleep(0.05)
-    check(env.agent.has_fd_to(path), "the agent did not reopen the port")
+    master = reattach(env, 10)
     raw = Lines(master).raw_until(1, 60)
     check(raw, "the task's result was lost with the host's first session")
     expect_result(json.loads(raw), t, code="AUTH_FAILED")
