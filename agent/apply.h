@@ -2,15 +2,10 @@
  * commit or roll back. `apply` and the daemon both come through here. */
 #pragma once
 
+#include "applyflags.h"
 #include "config.h"
 #include "journal.h"
 #include "task.h"
-
-/* The result also goes to the outbox, for the control plane. */
-#define APPLY_OUTBOX (1U << 0)
-/* `check`: everything up to the first write, then the diffs in
- * res->changes; nothing written, nothing recorded. */
-#define APPLY_CHECK (1U << 1)
 
 /* Parses text, serialises on the state dir lock, answers a replayed
  * task_id from the journal, applies, and records the result before

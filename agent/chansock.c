@@ -5,17 +5,17 @@
 #include <sys/un.h>
 
 #include <event2/util.h>
-#include <systemd/sd-daemon.h>
 
 #include "chansock.h"
+#include "sdnotify.h"
 #include "util.h"
 
 /* The socket systemd passed us for this path, if it did. */
 static int chansock_activated(const char *path)
 {
-	int n = sd_listen_fds(0);
-	for (int fd = SD_LISTEN_FDS_START; fd < SD_LISTEN_FDS_START + n; fd++)
-		if (sd_is_socket_unix(fd, SOCK_STREAM, 1, path, 0) > 0)
+	int n = sdnotify_listen_fds();
+	for (int fd = SDNOTIFY_LISTEN_FDS_START; fd < SDNOTIFY_LISTEN_FDS_START + n; fd++)
+		if (sdnotify_is_unix_listener(fd, path))
 			return fd;
 	return -ENOENT;
 }

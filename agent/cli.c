@@ -12,10 +12,10 @@
 #include <time.h>
 
 #include "cli.h"
+#include "daemon.h"
 #include "managed.h"
 #include "task.h"
 
-#define DAEMON_LOCK "daemon.lock"
 #define SUBMIT_ANSWER_MAX ((size_t)1024 * 1024)
 
 int cli_read_task(const char *path, char **ret, size_t *len)
@@ -310,27 +310,6 @@ int cli_list(const struct config *cfg, int argc, char **argv)
 }
 
 /* -- status ------------------------------------------------------------ */
-
-int cli_daemon_mark(const struct config *cfg)
-{
-	char path[CONFIG_PATH_MAX + 32], pid[32];
-	snprintf(path, sizeof(path), "%s/%s", cfg->state_dir, DAEMON_LOCK);
-	int fd = open(path, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (fd < 0)
-		return -errno;
-	if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
-		int e = errno;
-		close(fd);
-		return e == EWOULDBLOCK ? -EBUSY : -e;
-	}
-	int n = snprintf(pid, sizeof(pid), "%ld\n", (long)getpid());
-	if (ftruncate(fd, 0) < 0 || pwrite(fd, pid, (size_t)n, 0) != n) {
-		int e = errno;
-		close(fd);
-		return -e;
-	}
-	return fd;
-}
 
 /* The daemon's pid while one holds the lock; 0 when none runs. */
 static long daemon_pid(const struct config *cfg)

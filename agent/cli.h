@@ -11,6 +11,3 @@ int cli_submit(const struct config *cfg, int argc, char **argv);
 int cli_list(const struct config *cfg, int argc, char **argv);
 int cli_status(const struct config *cfg, int argc, char **argv);
 
-/* The running daemon marks itself with a lock in the state dir that
- * status tests; the fd stays open for the daemon's life. */
-int cli_daemon_mark(const struct config *cfg);

@@ -14,8 +14,6 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include "controlplane.h"
 #include "cphttp.h"
@@ -501,7 +499,7 @@ void controlplane_free(struct controlplane *p)
 	cphttp_slot_free(&p->send);
 	if (p->peer.dns)
 		evdns_base_free(p->peer.dns, 0);
-	SSL_CTX_free(p->peer.ssl_ctx);
+	cphttp_tls_free(p->peer.ssl_ctx);
 	while (p->head) {
 		struct cp_post *o = p->head;
 		p->head = o->next;

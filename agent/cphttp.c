@@ -6,11 +6,8 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/dns.h>
 #include <event2/keyvalq_struct.h>
-#include <openssl/err.h>
-#include <openssl/x509v3.h>
 
 #include "cphttp.h"
 #include "log.h"
@@ -191,49 +188,6 @@ void cphttp_succeeded(struct cphttp_slot *s)
 	s->last_err[0] = '\0';
 }
 
-/* Keeps OpenSSL's verdict; only notes why, for the log line. */
-static int verify_cb(int ok, X509_STORE_CTX *x)
-{
-	if (ok)
-		return 1;
-	SSL *ssl = X509_STORE_CTX_get_ex_data(x, SSL_get_ex_data_X509_STORE_CTX_idx());
-	struct cphttp_slot *s = ssl ? SSL_get_app_data(ssl) : NULL;
-	if (s && !s->tls_err[0])
-		snprintf(s->tls_err, sizeof(s->tls_err), "TLS: certificate verification failed at depth %d: %s",
-			 X509_STORE_CTX_get_error_depth(x), X509_verify_cert_error_string(X509_STORE_CTX_get_error(x)));
-	return 0;
-}
-
-int cphttp_tls_ctx(const char *ca_file, SSL_CTX **ret)
-{
-	char err[CPHTTP_ERR_MAX];
-	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
-	if (!ctx)
-		return -ENOMEM;
-	SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-	/* A task may carry a password: OpenSSL wipes each record once it is
-	 * read, rather than leave it in the buffer it frees. */
-	SSL_CTX_set_options(ctx, SSL_OP_CLEANSE_PLAINTEXT);
-	SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, verify_cb);
-	/* Every certificate is read now: the network side opens no file
-	 * later, so the system's directory of hashed names is no use there;
-	 * its bundle file is. */
-	const char *env = getenv(X509_get_default_cert_file_env());
-	const char *bundle = env && *env ? env : X509_get_default_cert_file();
-	int ok = ca_file && *ca_file ? SSL_CTX_load_verify_locations(ctx, ca_file, NULL)
-				     : SSL_CTX_load_verify_locations(ctx, bundle, NULL);
-	if (ok == 1) {
-		*ret = ctx;
-		return 0;
-	}
-	ERR_error_string_n(ERR_get_error(), err, sizeof(err));
-	ERR_clear_error();
-	SSL_CTX_free(ctx);
-	log_warnx("control plane: cannot load the CA %s%s: %s", ca_file && *ca_file ? "file " : "certificates",
-		  ca_file && *ca_file ? ca_file : "", err);
-	return -EINVAL;
-}
-
 static void slot_http_error(enum evhttp_request_error err, void *arg)
 {
 	struct cphttp_slot *s = arg;
@@ -258,12 +212,7 @@ void cphttp_describe(struct cphttp_slot *s, struct evhttp_request *req, char *er
 	int code = req ? evhttp_request_get_response_code(req) : 0;
 	struct bufferevent *bev = s->conn ? evhttp_connection_get_bufferevent(s->conn) : NULL;
 	int dns = bev ? bufferevent_socket_get_dns_error(bev) : 0;
-	unsigned long tls = 0;
-	/* The first error OpenSSL queued; small values are bare SSL_get_error()
-	 * codes (a socket error during the handshake), not OpenSSL errors. */
-	for (unsigned long e; p->ssl_ctx && bev && (e = bufferevent_get_openssl_error(bev));)
-		if (!tls && ERR_GET_LIB(e) != 0)
-			tls = e;
+	unsigned long tls = p->ssl_ctx && bev ? cphttp_tls_error(bev) : 0;
 	if (s->expired) {
 		snprintf(err, size, "no complete answer within %d s", s->timeout_s);
 	} else if (code > 0) {
@@ -274,33 +223,13 @@ void cphttp_describe(struct cphttp_slot *s, struct evhttp_request *req, char *er
 		snprintf(err, size, "cannot resolve %s: %s", p->host, evutil_gai_strerror(dns));
 	} else if (tls && size > 5) {
 		snprintf(err, size, "TLS: ");
-		ERR_error_string_n(tls, err + 5, size - 5);
+		cphttp_tls_error_string(tls, err + 5, size - 5);
 	} else if (s->has_http_err && (unsigned)s->http_err < ELEMENTSOF(why) && why[s->http_err]) {
 		snprintf(err, size, "%s", why[s->http_err]);
 	} else {
 		snprintf(err, size, "cannot connect to %s port %d%s", p->host, p->port,
 			 p->ssl_ctx ? " or the TLS handshake failed" : "");
 	}
-}
-
-static SSL *slot_ssl(struct cphttp_slot *s)
-{
-	const struct cphttp_peer *p = s->peer;
-	SSL *ssl = SSL_new(p->ssl_ctx);
-	if (!ssl)
-		return NULL;
-	SSL_set_app_data(ssl, s);
-	int ok;
-	if (p->host_is_ip)
-		ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), p->host);
-	else
-		ok = SSL_set_tlsext_host_name(ssl, p->host) && SSL_set1_host(ssl, p->host);
-	SSL_set_hostflags(ssl, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
-	if (!ok) {
-		SSL_free(ssl);
-		return NULL;
-	}
-	return ssl;
 }
 
 /* A fresh connection per request: an OpenSSL bufferevent cannot be
@@ -311,18 +240,9 @@ static int slot_connect(struct cphttp_slot *s, ev_ssize_t max_body)
 	const struct cphttp_peer *p = s->peer;
 	struct bufferevent *bev = NULL;
 	if (p->ssl_ctx) {
-		SSL *ssl = slot_ssl(s);
-		if (!ssl)
+		bev = cphttp_tls_bufferevent(s);
+		if (!bev)
 			return -ENOMEM;
-		bev = bufferevent_openssl_socket_new(p->base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-						     BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
-		if (!bev) {
-			SSL_free(ssl);
-			return -ENOMEM;
-		}
-		/* The body is delimited by Content-Length: a server that closes
-		 * without close_notify loses nothing. */
-		bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	}
 	s->conn = evhttp_connection_base_bufferevent_new(p->base, p->dns, bev, p->host, (unsigned short)p->port);
 	if (!s->conn) {

@@ -6,7 +6,7 @@
 
 #include <event2/event.h>
 #include <event2/http.h>
-#include <openssl/ssl.h>
+#include <openssl/types.h>
 
 #include "util.h"
 
@@ -57,6 +57,13 @@ struct cphttp_slot {
 /* A client context for https: verification against ca_file (or the
  * system's CAs), TLS 1.2 or later, plaintext wiped after reading. */
 int cphttp_tls_ctx(const char *ca_file, SSL_CTX **ret);
+void cphttp_tls_free(SSL_CTX *ctx);
+/* TLS (cptls.c, or none: cpnotls.c): a connecting OpenSSL bufferevent for
+ * the slot's peer, NULL when out of memory; the first OpenSSL error it
+ * queued (0: none) and its text. */
+struct bufferevent *cphttp_tls_bufferevent(struct cphttp_slot *s);
+unsigned long cphttp_tls_error(struct bufferevent *bev);
+void cphttp_tls_error_string(unsigned long e, char *buf, size_t size);
 /* run is the timer's callback (arg: arg). */
 int cphttp_slot_init(struct cphttp_slot *s, const struct cphttp_peer *peer, const char *what,
 		     event_callback_fn run, cphttp_done_fn done, void *arg);

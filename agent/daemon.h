@@ -9,6 +9,8 @@
 #include "config.h"
 
 #define DAEMON_QUEUE_MAX 1024
+/* In the state dir: locked by the running daemon, which writes its pid. */
+#define DAEMON_LOCK "daemon.lock"
 
 /* Runs the daemon until SIGTERM; returns the exit code. Takes cfg over
  * (it is left empty); config_path is what SIGHUP reloads (NULL: the

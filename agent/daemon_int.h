@@ -46,7 +46,9 @@ struct daemon {
 	struct queue *queue;
 	struct daemon_net net;
 	struct journal journal;		/* the outbox */
-	int self_fd;			/* this executable, for the workers */
+	int tool_fd;			/* kps-agent-tool, for the workers (helper.h) */
+	int net_fd;			/* kps-agent-net, for the network side */
+	int net_tls_fd;			/* kps-agent-net-tls, the same for an https control plane */
 	int mark_fd;			/* the state dir's daemon.lock, for status */
 	unsigned long applied, failed;
 	bool stopping;

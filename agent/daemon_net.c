@@ -5,6 +5,7 @@
  * to open the one device the configuration names. */
 #include <fcntl.h>
 #include <signal.h>
+#include <strings.h>
 #include <sys/wait.h>
 
 #include "chansock.h"
@@ -40,19 +41,6 @@ static void net_answer_refusal(struct daemon *d, uint32_t tag, const char *task_
 	daemon_net_answer(d, &j, json ? json : "");
 }
 
-/* The task_id, for matching the same task delivered again and for
- * reporting a worker that never answered. */
-static void net_task_id(const char *text, size_t len, char *id, size_t size)
-{
-	struct task t = { 0 };
-	struct result res;
-	result_init(&res);
-	task_parse(text, len, &t, &res);
-	snprintf(id, size, "%s", res.task_id);
-	task_free(&t);
-	result_free(&res);
-}
-
 static void net_task(struct daemon *d, const char *payload, size_t len)
 {
 	if (len < 8) {
@@ -68,7 +56,9 @@ static void net_task(struct daemon *d, const char *payload, size_t len)
 		return;
 	}
 	char id[TASK_ID_MAX + 1];
-	net_task_id(text, tlen, id, sizeof(id));
+	/* For matching the same task delivered again and for reporting a
+	 * worker that never answered; the worker parses the whole task. */
+	task_peek_id(text, tlen, id);
 	/* Delivered again while queued or in hand: one run, one result. */
 	if (route == MSGFRAME_ROUTE_CONTROL_PLANE && id[0] && queue_has(d->queue, id)) {
 		log_debug("control plane: task %s is already queued", id);
@@ -185,7 +175,9 @@ static int net_spawn(struct daemon *d)
 {
 	struct daemon_net *n = &d->net;
 	int fd;
-	int r = worker_spawn(d->self_fd, "kps-agent-net", log_debug_enabled(), &n->listen_fd, n->listen_fd >= 0 ? 1 : 0,
+	/* OpenSSL only for an https control plane (helper.h). */
+	int exe = strncasecmp(d->cfg.url, "https:", 6) == 0 ? d->net_tls_fd : d->net_fd;
+	int r = worker_spawn(exe, "kps-agent-net", log_debug_enabled(), &n->listen_fd, n->listen_fd >= 0 ? 1 : 0,
 			     &n->pid, &fd);
 	if (r < 0)
 		return r;

@@ -1,7 +1,8 @@
 /* results/<task_id>.json, outbox/<task_id>.json and inflight.json (the
  * backups) in the state dir: the durable records. Everything written here
  * is fsync'd before the agent acts on it. Records are found through
- * journalcache.c's index. */
+ * journalcache.c's index. The writes that make a record are journalwrite.c's:
+ * the monitor, which only reads, lists and removes, does not link them. */
 #include <fcntl.h>
 #include <poll.h>
 #include <sys/file.h>
@@ -10,7 +11,6 @@
 
 #include "journal.h"
 
-#define MANIFEST "inflight.json"
 #define MANIFEST_MAX ((size_t)48 * 1024 * 1024)
 #define RESULT_MAX ((size_t)64 * 1024)
 
@@ -89,22 +89,6 @@ int journal_lock(struct journal *j, int timeout_ms)
 	return 0;
 }
 
-static void result_name(const char *task_id, char *name, size_t size)
-{
-	snprintf(name, size, "%s.json", task_id);
-}
-
-/* Results and the outbox are ordered by mtime, and the kernel stamps files
- * with a clock that ticks every few ms: many records share a stamp. Each is
- * stamped again with the precise time, so that oldest first is the order
- * they were written in. */
-static int stamp(const struct safefile_dir *dir, const char *name)
-{
-	struct timespec ts[2];
-	clock_gettime(CLOCK_REALTIME, &ts[0]);
-	ts[1] = ts[0];
-	return utimensat(dir->fd, name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
-}
 
 int journal_lookup(struct journal *j, const char *task_id, struct result *res)
 {
@@ -113,7 +97,7 @@ int journal_lookup(struct journal *j, const char *task_id, struct result *res)
 	_cleanup_free_ char *text = NULL;
 	size_t len;
 	struct safefile_stat st;
-	result_name(task_id, name, sizeof(name));
+	journal_file_name(task_id, name, sizeof(name));
 	int r = safefile_read(&j->results, name, RESULT_MAX, &text, &len, &st, msg, sizeof(msg));
 	if (r < 0)
 		return r;
@@ -122,52 +106,11 @@ int journal_lookup(struct journal *j, const char *task_id, struct result *res)
 	return result_from_json(text, len, res);
 }
 
-int journal_record(struct journal *j, const struct result *res)
-{
-	char name[TASK_ID_MAX + 8];
-	if (!res->task_id[0])
-		return -EINVAL;
-	_cleanup_free_ char *text = result_to_json(res);
-	if (!text)
-		return -ENOMEM;
-	/* A task that may come again (a signed one, until its expires_at) is
-	 * kept until then, whatever results_keep says: see journal_prune. */
-	if (res->hold_until > 0) {
-		char *with_hold = NULL;
-		size_t n = strlen(text);
-		if (asprintf(&with_hold, "%.*s,\"hold_until\":%lld}", (int)(n - 1), text,
-			     (long long)res->hold_until) < 0)
-			return -ENOMEM;
-		free(text);
-		text = with_hold;
-	}
-	result_name(res->task_id, name, sizeof(name));
-	int r = safefile_replace(&j->results, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
-	if (r == 0)
-		r = stamp(&j->results, name);
-	if (r == 0)
-		journal_prune(j, res->task_id);
-	return r;
-}
-
-int journal_outbox_put(struct journal *j, const struct result *res)
-{
-	char name[TASK_ID_MAX + 8];
-	if (!res->task_id[0])
-		return -EINVAL;
-	_cleanup_free_ char *text = result_to_json(res);
-	if (!text)
-		return -ENOMEM;
-	result_name(res->task_id, name, sizeof(name));
-	int r = safefile_replace(&j->outbox, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
-	return r < 0 ? r : stamp(&j->outbox, name);
-}
-
 static bool in_outbox(const struct journal *j, const char *task_id)
 {
 	char name[TASK_ID_MAX + 8];
 	struct stat st;
-	result_name(task_id, name, sizeof(name));
+	journal_file_name(task_id, name, sizeof(name));
 	return fstatat(j->outbox.fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
@@ -178,7 +121,7 @@ static bool held(const struct journal *j, const char *task_id)
 	_cleanup_free_ char *text = NULL;
 	size_t len;
 	struct safefile_stat st;
-	result_name(task_id, name, sizeof(name));
+	journal_file_name(task_id, name, sizeof(name));
 	if (safefile_read(&j->results, name, RESULT_MAX, &text, &len, &st, msg, sizeof(msg)) < 0 || !st.exists)
 		return false;
 	_cleanup_cjson_ cJSON *root = cJSON_ParseWithLength(text, len);
@@ -202,7 +145,7 @@ int journal_prune(struct journal *j, const char *keep_id)
 		if (++acked <= j->keep || (keep_id && streq(v[i].id, keep_id)) || held(j, v[i].id))
 			continue;
 		char name[TASK_ID_MAX + 8];
-		result_name(v[i].id, name, sizeof(name));
+		journal_file_name(v[i].id, name, sizeof(name));
 		if (unlinkat(j->results.fd, name, 0) < 0 && errno != ENOENT && r == 0)
 			r = -errno;
 	}
@@ -227,7 +170,7 @@ int journal_outbox_get(struct journal *j, const char *task_id, char **json, size
 {
 	char name[TASK_ID_MAX + 8], msg[128];
 	struct safefile_stat st;
-	result_name(task_id, name, sizeof(name));
+	journal_file_name(task_id, name, sizeof(name));
 	int r = safefile_read(&j->outbox, name, RESULT_MAX, json, len, &st, msg, sizeof(msg));
 	if (r == 0 && !st.exists) {
 		free(*json);
@@ -240,59 +183,12 @@ int journal_outbox_get(struct journal *j, const char *task_id, char **json, size
 int journal_outbox_remove(struct journal *j, const char *task_id)
 {
 	char name[TASK_ID_MAX + 8];
-	result_name(task_id, name, sizeof(name));
+	journal_file_name(task_id, name, sizeof(name));
 	int r = safefile_remove(&j->outbox, name);
 	/* An acknowledged result now counts against results_keep. */
 	if (r == 0)
 		journal_prune(j, NULL);
 	return r;
-}
-
-static cJSON *file_to_json(const struct backup_file *f)
-{
-	cJSON *o = cJSON_CreateObject();
-	if (!o)
-		return NULL;
-	bool ok = cJSON_AddStringToObject(o, "path", f->path) && cJSON_AddNumberToObject(o, "walk_uid", f->walk_uid) &&
-		  cJSON_AddNumberToObject(o, "walk_gid", f->walk_gid) &&
-		  cJSON_AddStringToObject(o, "home", f->home ? f->home : "") &&
-		  cJSON_AddBoolToObject(o, "existed", f->existed) && cJSON_AddNumberToObject(o, "uid", f->uid) &&
-		  cJSON_AddNumberToObject(o, "gid", f->gid) && cJSON_AddNumberToObject(o, "mode", f->mode) &&
-		  cJSON_AddNumberToObject(o, "len", (double)f->len) && cJSON_AddBoolToObject(o, "dir_created", f->dir_created) &&
-		  cJSON_AddBoolToObject(o, "sshd_config", f->sshd_config) &&
-		  cJSON_AddNumberToObject(o, "ours_len", (double)f->ours_len);
-	if (!ok) {
-		cJSON_Delete(o);
-		return NULL;
-	}
-	return o;
-}
-
-int journal_backup_write(struct journal *j, const struct backup *b)
-{
-	_cleanup_cjson_ cJSON *root = cJSON_CreateObject();
-	cJSON *files = root ? cJSON_AddArrayToObject(root, "files") : NULL;
-	if (!files || !cJSON_AddStringToObject(root, "task_id", b->task_id) ||
-	    !cJSON_AddStringToObject(root, "server_id", b->server_id ? b->server_id : ""))
-		return -ENOMEM;
-	/* One file: a JSON line naming the files, then their contents as they
-	 * are, back to back. One fsync, no encoding. */
-	for (size_t i = 0; i < b->n; i++) {
-		cJSON *o = file_to_json(&b->files[i]);
-		if (!o || !cJSON_AddItemToArray(files, o))
-			return -ENOMEM;
-	}
-	_cleanup_free_ char *head = cJSON_PrintUnformatted(root);
-	_cleanup_buf_ struct buf out = { 0 };
-	int r = head ? buf_printf(&out, "%s\n", head) : -ENOMEM;
-	for (size_t i = 0; r == 0 && i < b->n; i++) {
-		r = buf_append(&out, b->files[i].data, b->files[i].len);
-		if (r == 0 && b->files[i].ours_len)
-			r = buf_append(&out, b->files[i].ours, b->files[i].ours_len);
-	}
-	if (r < 0)
-		return r;
-	return safefile_replace(&j->dir, MANIFEST, out.data, out.len, 0, 0, 0600, NULL, NULL);
 }
 
 static int json_uint(const cJSON *o, const char *key, unsigned *out)

@@ -11,6 +11,14 @@
 #include "task.h"
 
 #define JOURNAL_KEEP_DEFAULT 1000
+/* The backups of the task in hand, in the state dir. */
+#define MANIFEST "inflight.json"
+
+/* results/ and outbox/ name a task's file so. */
+static inline void journal_file_name(const char *task_id, char *name, size_t size)
+{
+	snprintf(name, size, "%s.json", task_id);
+}
 
 struct journal {
 	struct safefile_dir dir;	/* the state dir itself */

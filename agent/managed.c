@@ -10,7 +10,7 @@
 #include "managed.h"
 #include "plan.h"
 
-#define INDEX_DIR "managed"
+#define INDEX_DIR MANAGED_INDEX_DIR
 #define INDEX_MAX 4096
 #define SWEEP_RETRIES 5
 

@@ -8,6 +8,9 @@
 #include "config.h"
 #include "journal.h"
 
+/* The index's directory in the state dir: one file per user. */
+#define MANAGED_INDEX_DIR "managed"
+
 struct managed_entry {
 	char *user;
 	char *path;

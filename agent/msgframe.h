@@ -16,6 +16,8 @@ enum msgframe_type {
 	MSGFRAME_RECOVER = 2,	/* monitor -> worker: flags, code (u32 each), task_id, NUL, message */
 	MSGFRAME_RESULT = 3,	/* worker -> monitor: the result's JSON */
 	MSGFRAME_CONFIG = 4,	/* monitor -> worker or network side, first: its configuration (config.h settings) */
+	MSGFRAME_SWEEP = 5,	/* monitor -> worker: no task, only the sweep of expired keys; no payload */
+	MSGFRAME_SWEPT = 6,	/* worker -> monitor, last: status (u32: errno, 0 done), next expiry (u32 hi, u32 lo) */
 	/* The network side -> the monitor. The monitor takes nothing on trust:
 	 * it checks each frame's size, parses every task itself and answers. */
 	MSGFRAME_NET_TASK = 8,	/* route (u32: MSGFRAME_ROUTE_*), tag (u32), the task text */

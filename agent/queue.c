@@ -2,7 +2,7 @@
 #include <signal.h>
 #include <sys/wait.h>
 
-#include "apply.h"
+#include "applyflags.h"
 #include "link.h"
 #include "log.h"
 #include "queue.h"
@@ -10,6 +10,7 @@
 
 #define WORKER_GRACE_S 10	/* past task_timeout before the worker is killed */
 #define RECOVER_LIMIT_S 90	/* a rollback's worker: the lock wait, a reload, the probes */
+#define SWEEP_LIMIT_S 60	/* a sweep's worker: reading and rewriting the managed files */
 
 struct worker {
 	struct job *job;
@@ -21,12 +22,14 @@ struct worker {
 	bool recovering;	/* this worker rolls back a task cut off */
 	enum error_code code;	/* what the rollback reports */
 	char why[160];
+	bool swept;		/* the worker's sweep answered */
+	struct sweep_report sweep;
 };
 
 struct queue {
 	struct event_base *base;
 	const struct config *cfg;
-	int self_fd;
+	int tool_fd;
 	queue_done_fn *done;
 	void *arg;
 	struct job *head, *tail;
@@ -52,6 +55,14 @@ struct job *job_new(const char *text, size_t len, enum msgframe_route route, uin
 	copy[len] = '\0';
 	*j = (struct job){ .text = copy, .len = len, .route = route, .tag = tag, .gen = gen };
 	snprintf(j->task_id, sizeof(j->task_id), "%s", task_id);
+	return j;
+}
+
+struct job *job_sweep_new(void)
+{
+	struct job *j = calloc(1, sizeof(*j));
+	if (j)
+		j->sweep = true;
 	return j;
 }
 
@@ -101,9 +112,11 @@ static void worker_kill(struct worker *w)
 static void worker_finish(struct queue *q, const struct result *res, const char *json)
 {
 	struct job *j = q->w.job;
+	struct sweep_report sweep = q->w.sweep;
+	bool swept = q->w.swept;
 	worker_clear(&q->w);
 	q->w = (struct worker){ 0 };
-	q->done(q->arg, j, res, json);
+	q->done(q->arg, j, res, json, swept ? &sweep : NULL);
 	job_free(j);
 	queue_next(q);
 }
@@ -113,6 +126,11 @@ static void worker_finish(struct queue *q, const struct result *res, const char 
 static void worker_finish_failed(struct queue *q, enum error_code code, const char *why)
 {
 	struct result res;
+	if (q->w.job->sweep) {
+		log_warnx("expired keys: %s", why);
+		worker_finish(q, NULL, NULL);
+		return;
+	}
 	_cleanup_free_ char *sid = config_server_id(q->cfg);
 	result_init(&res);
 	snprintf(res.task_id, sizeof(res.task_id), "%s", q->w.job->task_id);
@@ -127,8 +145,14 @@ static void worker_frame(void *arg, const struct msgframe *f, const char *payloa
 {
 	struct queue *q = arg;
 	closep(&fd);
-	if (f->type == MSGFRAME_RESULT && !q->w.out)
+	if (f->type == MSGFRAME_RESULT && !q->w.out && !q->w.job->sweep)
 		q->w.out = strndup(payload, f->len);
+	if (f->type == MSGFRAME_SWEPT && f->len == 12 && !q->w.swept) {
+		uint32_t status = msgframe_get32(payload);
+		q->w.swept = true;
+		q->w.sweep.status = status <= 4095 ? -(int)status : -EPROTO;
+		q->w.sweep.next = (int64_t)((uint64_t)msgframe_get32(payload + 4) << 32 | msgframe_get32(payload + 8));
+	}
 }
 
 /* Handled from the loop: the link may not be freed inside its callback. */
@@ -148,10 +172,11 @@ static int worker_launch(struct queue *q, enum msgframe_type type, const void *h
 {
 	struct worker *w = &q->w;
 	int fd;
-	int r = worker_spawn(q->self_fd, "kps-agent-worker", log_debug_enabled(), NULL, 0, &w->pid, &fd);
+	int r = worker_spawn(q->tool_fd, "kps-agent-worker", log_debug_enabled(), NULL, 0, &w->pid, &fd);
 	if (r < 0)
 		return r;
-	w->link = link_new(q->base, fd, 1U << MSGFRAME_RESULT, 0, WORKER_RESULT_MAX, worker_frame, worker_closed, q);
+	w->link = link_new(q->base, fd, 1U << MSGFRAME_RESULT | 1U << MSGFRAME_SWEPT, 0, WORKER_RESULT_MAX, worker_frame,
+			   worker_closed, q);
 	w->timer = evtimer_new(q->base, worker_timeout, q);
 	w->done_ev = event_new(q->base, -1, 0, worker_done, q);
 	struct timeval limit = { limit_s, 0 };
@@ -170,9 +195,13 @@ static void worker_recover(struct queue *q, enum error_code code, const char *wh
 {
 	struct worker *w = &q->w;
 	struct job *j = w->job;
-	log_warnx("task %s: %s", j->task_id[0] ? j->task_id : "-", why);
 	worker_kill(w);
 	worker_clear(w);
+	if (j->sweep) {
+		worker_finish_failed(q, code, "the sweep's worker was stopped");
+		return;
+	}
+	log_warnx("task %s: %s", j->task_id[0] ? j->task_id : "-", why);
 	if (w->recovering) {
 		worker_finish_failed(q, code, why);
 		return;
@@ -204,6 +233,12 @@ static void worker_done(evutil_socket_t fd, short what, void *arg)
 	struct result res;
 	(void)fd;
 	(void)what;
+	if (w->job->sweep) {
+		if (!w->swept)
+			log_warnx("expired keys: the sweep's worker ended without an answer");
+		worker_finish(q, NULL, NULL);
+		return;
+	}
 	if (w->out && result_from_json(w->out, strlen(w->out), &res) == 0) {
 		_cleanup_free_ char *json = strdup(w->out);
 		worker_finish(q, &res, json ? json : "");
@@ -232,6 +267,8 @@ static int worker_start(struct queue *q, struct job *j)
 	uint8_t head[8];
 	q->w = (struct worker){ .job = j };
 	int r;
+	if (j->sweep)
+		return worker_launch(q, MSGFRAME_SWEEP, NULL, 0, NULL, 0, SWEEP_LIMIT_S);
 	if (j->route) {
 		msgframe_put32(head, j->route == MSGFRAME_ROUTE_CONTROL_PLANE ? APPLY_OUTBOX : 0);
 		r = worker_launch(q, MSGFRAME_TASK, head, 4, j->text, j->len, q->cfg->task_timeout_s + WORKER_GRACE_S);
@@ -335,7 +372,9 @@ static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
 	struct queue *q = arg;
 	(void)fd;
 	(void)what;
-	if (q->w.job && !q->w.recovering) {
+	if (q->w.job && q->w.job->sweep) {
+		worker_recover(q, ERR_TIMEOUT, "stopping");
+	} else if (q->w.job && !q->w.recovering) {
 		log_warnx("stopping: the task in hand did not finish in time; rolling it back");
 		worker_recover(q, ERR_TIMEOUT, "the agent was stopped during this task; it was rolled back");
 	}
@@ -352,13 +391,13 @@ void queue_stop(struct queue *q, unsigned grace_ms)
 		evtimer_add(q->stop_timer, &grace);
 }
 
-struct queue *queue_new(struct event_base *base, const struct config *cfg, int self_fd, queue_done_fn *done,
+struct queue *queue_new(struct event_base *base, const struct config *cfg, int tool_fd, queue_done_fn *done,
 			void *arg)
 {
 	struct queue *q = calloc(1, sizeof(*q));
 	if (!q)
 		return NULL;
-	*q = (struct queue){ .base = base, .cfg = cfg, .self_fd = self_fd, .done = done, .arg = arg };
+	*q = (struct queue){ .base = base, .cfg = cfg, .tool_fd = tool_fd, .done = done, .arg = arg };
 	return q;
 }
 

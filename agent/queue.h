@@ -25,23 +25,34 @@ struct job {
 	uint32_t tag;			/* the network side's line, for a channel's task */
 	unsigned gen;			/* the network side it came from */
 	char task_id[TASK_ID_MAX + 1];
+	bool sweep;			/* no task: the sweep of expired keys alone */
+};
+
+/* What a worker's sweep of expired keys found (MSGFRAME_SWEPT). */
+struct sweep_report {
+	int status;	/* 0, or -EBUSY when an apply from the command line held the lock */
+	int64_t next;	/* the earliest expiry still ahead, 0 when none */
 };
 
 /* A job with its text (copied) and the task_id the caller parsed; NULL
  * when out of memory. */
 struct job *job_new(const char *text, size_t len, enum msgframe_route route, uint32_t tag, unsigned gen,
 		    const char *task_id);
+/* A sweep job (route 0, no text). */
+struct job *job_sweep_new(void);
 void job_free(struct job *j);
 
 struct queue;
-/* The job is done; json is its result line. Called from the loop, once a
- * job. */
-typedef void queue_done_fn(void *arg, const struct job *j, const struct result *res, const char *json);
+/* The job is done; json is its result line (res and json NULL for a
+ * sweep job); swept: what the worker's sweep found, NULL when it sent
+ * nothing. Called from the loop, once a job. */
+typedef void queue_done_fn(void *arg, const struct job *j, const struct result *res, const char *json,
+			   const struct sweep_report *swept);
 
 /* cfg (what the workers run on) is the monitor's and must outlive the
- * queue (queue_set_config after a SIGHUP); self_fd: the agent's
- * executable. */
-struct queue *queue_new(struct event_base *base, const struct config *cfg, int self_fd, queue_done_fn *done,
+ * queue (queue_set_config after a SIGHUP); tool_fd: kps-agent-tool
+ * (helper.h), which the workers are. */
+struct queue *queue_new(struct event_base *base, const struct config *cfg, int tool_fd, queue_done_fn *done,
 			void *arg);
 void queue_free(struct queue *q);
 /* Takes j over; -ENOBUFS when the queue is full or stopping (j is the

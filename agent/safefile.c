@@ -6,7 +6,6 @@
 
 #include "fsuid.h"
 #include "safefile.h"
-#include "selinux.h"
 
 #define SAFEFILE_MAX_LINKS 8
 
@@ -83,16 +82,34 @@ static bool inside(const char *walked, const char *home)
 	return strncmp(walked, home, n) == 0 && (walked[n] == '\0' || walked[n] == '/');
 }
 
+static const struct safefile_labeller *labeller;
+
+void safefile_set_labeller(const struct safefile_labeller *l)
+{
+	labeller = l;
+}
+
+int safefile_label_at(int dirfd, const char *name, mode_t mode)
+{
+	return labeller ? labeller->create_at(dirfd, name, mode) : 0;
+}
+
+void safefile_label_done(void)
+{
+	if (labeller)
+		labeller->done();
+}
+
 static int make_dir(struct safefile_dir *dir, int parent, const char *name, char *msg, size_t msglen)
 {
 	_cleanup_fsuid_ struct fsuid_saved s = fsuid_enter(dir->uid != 0, dir->uid, dir->gid);
-	int l = selinux_create_at(parent, name, S_IFDIR | 0700);
+	int l = safefile_label_at(parent, name, S_IFDIR | 0700);
 	if (l < 0) {
 		snprintf(msg, msglen, "cannot find the SELinux context for %s: %s", name, strerror(-l));
 		return l;
 	}
 	int made = mkdirat(parent, name, 0700);
-	selinux_create_done();
+	safefile_label_done();
 	if (made < 0 && errno != EEXIST) {
 		int e = errno;
 		snprintf(msg, msglen, "cannot create directory %s: %s", name, strerror(e));

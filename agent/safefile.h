@@ -9,6 +9,21 @@
 
 #include "util.h"
 
+/* How the files and directories created here are labelled: selinux.c's
+ * labeller (the context restorecon would give), set by the processes that
+ * write users' files and sshd_config (kps-agent-tool). Unset, the kernel's
+ * default applies: the monitor creates only its own state files and does
+ * not link libselinux. create_at: the next create in this thread gets the
+ * label of dirfd/name (-errno when it cannot be looked up); done: after
+ * the create. */
+struct safefile_labeller {
+	int (*create_at)(int dirfd, const char *name, mode_t mode);
+	void (*done)(void);
+};
+void safefile_set_labeller(const struct safefile_labeller *l);
+int safefile_label_at(int dirfd, const char *name, mode_t mode);
+void safefile_label_done(void);
+
 struct safefile_dir {
 	int fd;			/* the directory */
 	int parent_fd;		/* its parent, for removing it again */

@@ -11,7 +11,6 @@
 #include "fsuid.h"
 #include "log.h"
 #include "safefile.h"
-#include "selinux.h"
 
 #define SELINUX_XATTR "security.selinux"
 
@@ -77,11 +76,11 @@ static int make_temp_file(int dirfd, const char *name, char *tmp, size_t size)
 /* A temp file beside name, labelled for name (the rename keeps it). */
 static int make_temp(int dirfd, const char *name, char *tmp, size_t size)
 {
-	int l = selinux_create_at(dirfd, name, S_IFREG | 0600);
+	int l = safefile_label_at(dirfd, name, S_IFREG | 0600);
 	if (l < 0)
 		return l;
 	int fd = make_temp_file(dirfd, name, tmp, size);
-	selinux_create_done();
+	safefile_label_done();
 	return fd;
 }
 

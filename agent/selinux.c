@@ -4,6 +4,7 @@
 #include <limits.h>
 #include <sys/stat.h>
 
+#include "safefile.h"
 #include "selinux.h"
 
 #ifdef HAVE_SELINUX
@@ -177,3 +178,5 @@ int selinux_port_type(int port, char *type, size_t size)
 }
 
 #endif
+
+const struct safefile_labeller selinux_labeller = { selinux_create_at, selinux_create_done };

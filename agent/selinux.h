@@ -22,6 +22,8 @@ int selinux_create_as(const char *path, mode_t mode);
 void selinux_create_done(void);
 /* The same for name in the directory dirfd. */
 int selinux_create_at(int dirfd, const char *name, mode_t mode);
+/* The two above for safefile_set_labeller. */
+extern const struct safefile_labeller selinux_labeller;
 
 /* The type of the first port record of a list that holds port (as the
  * kernel picks it), or NULL. Pure, for tests: records as low, high, type. */

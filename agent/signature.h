@@ -10,13 +10,11 @@
 #define SIGNATURE_MAX_KEYS 64
 #define SIGNATURE_FILE_MAX ((size_t)64 * 1024)
 
-struct evp_pkey_st;
 
 /* The raw keys, and each made into libcrypto's key once at load: a key's
  * point is decoded then, not for every task. */
 struct signature_keys {
-	unsigned char (*v)[SIGNATURE_KEY_LEN];
-	struct evp_pkey_st **pk;
+	unsigned char (*v)[SIGNATURE_KEY_LEN];	/* the raw Ed25519 public keys */
 	size_t n;
 };
 

@@ -52,6 +52,13 @@ struct task {
 /* Parses and validates one task. Returns 0, or -1 with res->code and
  * res->msg set; res->task_id is filled in whenever the text carried a valid
  * task_id, so that even a refusal can be reported against it. */
+/* The task_id alone, by the same rule as task_parse (the text scanned and
+ * parsed as a whole, then task_id a token of 1..TASK_ID_MAX): "" when
+ * task_parse would name none. For the monitor, which matches tasks
+ * delivered again and names the task a dead worker held, and needs no
+ * more of the task. */
+void task_peek_id(const char *text, size_t len, char id[static TASK_ID_MAX + 1]);
+
 int task_parse(const char *text, size_t len, struct task *task, struct result *res);
 void task_free(struct task *task);
 

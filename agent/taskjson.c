@@ -229,3 +229,19 @@ void task_json_wipe_delete(struct cJSON *root)
 	json_wipe(root);
 	cJSON_Delete(root);
 }
+
+void task_peek_id(const char *text, size_t len, char id[static TASK_ID_MAX + 1])
+{
+	_cleanup_(taskjson_wipe_deletep) cJSON *root = NULL;
+	struct result res;
+	id[0] = '\0';
+	if (!text || len == 0 || len > (size_t)TASK_MAX_BYTES)
+		return;
+	result_init(&res);
+	if (taskjson_scan(text, len, &res) == 0 && taskjson_parse(text, len, &root, &res) == 0) {
+		const cJSON *v = taskjson_get_one(root, "task_id");
+		if (cJSON_IsString(v) && str_is_token(v->valuestring, TASK_ID_MAX))
+			memcpy(id, v->valuestring, strlen(v->valuestring) + 1);
+	}
+	result_free(&res);
+}

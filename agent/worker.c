@@ -8,95 +8,12 @@
 #include "config.h"
 #include "journal.h"
 #include "log.h"
+#include "managed.h"
 #include "msgframe.h"
 #include "task.h"
 #include "worker.h"
 
 #define WORKER_LOCK_WAIT_MS 30000	/* a rollback waits this long for the state dir */
-
-/* The environment without what is the monitor's alone: systemd's
- * notification socket and passed descriptors. */
-static char **worker_env(void)
-{
-	static const char *const drop[] = { "NOTIFY_SOCKET=", "WATCHDOG_PID=", "WATCHDOG_USEC=", "LISTEN_FDS=",
-					    "LISTEN_PID=", "LISTEN_FDNAMES=" };
-	size_t n = 0;
-	while (environ[n])
-		n++;
-	char **env = calloc(n + 1, sizeof(char *));
-	if (!env)
-		return NULL;
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		bool keep = true;
-		for (size_t d = 0; d < ELEMENTSOF(drop); d++)
-			keep &= strncmp(environ[i], drop[d], strlen(drop[d])) != 0;
-		if (keep)
-			env[k++] = environ[i];
-	}
-	return env;
-}
-
-/* In the child, between fork and exec: only async-signal-safe calls. */
-static void worker_exec(int self_fd, char *const argv[], char *const env[], int sock, const int *keep_fds,
-			size_t n_keep)
-{
-	static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGPIPE, SIGCHLD, SIGIO };
-	sigset_t none;
-	sigemptyset(&none);
-	sigprocmask(SIG_SETMASK, &none, NULL);
-	for (size_t i = 0; i < ELEMENTSOF(sigs); i++)
-		signal(sigs[i], SIG_DFL);
-	/* Above every target first, so that no move overwrites a source. */
-	int high[8];
-	if (n_keep >= ELEMENTSOF(high))
-		_exit(127);
-	high[0] = fcntl(sock, F_DUPFD, 64);
-	for (size_t i = 0; i < n_keep; i++)
-		high[i + 1] = keep_fds[i] >= 0 ? fcntl(keep_fds[i], F_DUPFD, 64) : -1;
-	for (size_t i = 0; i <= n_keep; i++)
-		if (high[i] >= 0 && dup2(high[i], WORKER_SOCKET_FD + (int)i) < 0)
-			_exit(127);
-	/* The executable goes just above them, closed by the exec itself. */
-	int exe = WORKER_SOCKET_FD + 1 + (int)n_keep;
-	int high_exe = fcntl(self_fd, F_DUPFD, 64);
-	if (high_exe < 0 || dup3(high_exe, exe, O_CLOEXEC) < 0)
-		_exit(127);
-	close_range((unsigned)exe + 1, ~0U, 0);
-	fexecve(exe, argv, env);
-	_exit(127);
-}
-
-int worker_spawn(int self_fd, const char *argv0, bool debug, const int *keep_fds, size_t n_keep, pid_t *pid,
-		 int *fd)
-{
-	int sv[2];
-	char *argv[3];
-	size_t k = 0;
-	argv[k++] = (char *)argv0;
-	if (debug)
-		argv[k++] = (char *)"-v";
-	argv[k] = NULL;
-	_cleanup_free_ char **env = worker_env();
-	if (!env)
-		return -ENOMEM;
-	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-		return -errno;
-	pid_t p = fork();
-	if (p == 0) {
-		close(sv[0]);
-		worker_exec(self_fd, argv, env, sv[1], keep_fds, n_keep);
-	}
-	int e = errno;
-	close(sv[1]);
-	if (p < 0) {
-		close(sv[0]);
-		return -e;
-	}
-	*pid = p;
-	*fd = sv[0];
-	return 0;
-}
 
 /* A task cut off (its worker died or ran out of time): roll back what it
  * left, and the result recorded for it, else its failure, recorded. */
@@ -132,22 +49,20 @@ static void worker_recover(const struct config *cfg, const char *payload, size_t
 	journal_close(&j);
 }
 
-int worker_config(int fd, struct config *cfg)
+/* Keys past their key_expires_at leave authorized_keys: after every task,
+ * and alone when the monitor's expiry timer asks. The monitor learns the
+ * next expiry from the last frame. */
+static int worker_sweep(const struct config *cfg)
 {
-	struct msgframe f;
-	char *payload = NULL;
-	char err[512] = "";
-	int r = msgframe_recv(fd, 1U << MSGFRAME_CONFIG, WORKER_CONFIG_MAX, &f, &payload);
-	if (r < 0) {
-		log_warnx("no configuration from the monitor: %s", strerror(-r));
-		config_init_defaults(cfg);
-		return r;
-	}
-	r = config_load_settings(payload, f.len, cfg, err, sizeof(err));
-	if (r < 0)
-		log_warnx("the monitor's configuration: %s", err);
-	free(payload);
-	return r;
+	int64_t next = 0;
+	int r = managed_sweep(cfg, (int64_t)time(NULL), &next);
+	if (r < 0 && r != -EBUSY)
+		log_warnx("expired keys: %s", strerror(-r));
+	uint8_t out[12];
+	msgframe_put32(out, (uint32_t)(r < 0 ? -r : 0));
+	msgframe_put32(out + 4, (uint32_t)((uint64_t)next >> 32));
+	msgframe_put32(out + 8, (uint32_t)(uint64_t)next);
+	return msgframe_send(WORKER_SOCKET_FD, MSGFRAME_SWEPT, out, sizeof(out));
 }
 
 int worker_main(void)
@@ -159,9 +74,15 @@ int worker_main(void)
 	prctl(PR_SET_NAME, "kps-agent-worker", 0, 0, 0);
 	int r = worker_config(WORKER_SOCKET_FD, &cfg);
 	if (r == 0)
-		r = msgframe_recv(WORKER_SOCKET_FD, 1U << MSGFRAME_TASK | 1U << MSGFRAME_RECOVER, TASK_MAX_BYTES + 4096,
-				  &f, &payload);
-	if (r < 0 || f.len < 8) {
+		r = msgframe_recv(WORKER_SOCKET_FD, 1U << MSGFRAME_TASK | 1U << MSGFRAME_RECOVER | 1U << MSGFRAME_SWEEP,
+				  TASK_MAX_BYTES + 4096, &f, &payload);
+	if (r == 0 && f.type == MSGFRAME_SWEEP && f.len == 0) {
+		free(payload);
+		r = worker_sweep(&cfg);
+		config_free(&cfg);
+		return r < 0 ? 1 : 0;
+	}
+	if (r < 0 || f.len < 8 || f.type == MSGFRAME_SWEEP) {
 		if (r == 0)
 			log_warnx("worker: no task from the monitor: %s", strerror(EBADMSG));
 		if (payload)
@@ -178,7 +99,9 @@ int worker_main(void)
 	free(payload);
 	_cleanup_free_ char *json = result_to_json(&res);
 	result_free(&res);
-	config_free(&cfg);
 	r = json ? msgframe_send(WORKER_SOCKET_FD, MSGFRAME_RESULT, json, strlen(json)) : -ENOMEM;
+	if (r == 0)
+		r = worker_sweep(&cfg);
+	config_free(&cfg);
 	return r < 0 ? 1 : 0;
 }

@@ -1,15 +1,10 @@
-/* hostile-agent: kps-agent with a hostile program in the network side's
- * place (issue 13 §1), for tests/integration/hostile_check.py.
- *
- * Linked like kps-agent (the same monitor, worker and network-side
- * objects), it dispatches on argv[0] as the agent does:
- *   kps-agent-worker  the real worker_main, unchanged;
- *   kps-agent-net     a hostile network side: KPS_HOSTILE names what it
- *                     sends (garbage, frames of a type or size the monitor
- *                     may not take, frames cut short, floods, forged
- *                     acknowledgements, descriptors, a route that does not
- *                     exist, a closed socket, or one valid task);
- *   anything else     `hostile-agent -c FILE run`: the real monitor.
+/* hostile-agent: a hostile program in the network side's place (issue 13
+ * §1), for tests/integration/hostile_check.py, which installs it as
+ * kps-agent-net beside copies of the real kps-agent and kps-agent-tool, so
+ * that the real monitor starts it (helper.h). KPS_HOSTILE names what it
+ * sends (garbage, frames of a type or size the monitor may not take,
+ * frames cut short, floods, forged acknowledgements, descriptors, a route
+ * that does not exist, a closed socket, or one valid task).
  *
  * The hostile side acts only in the first network side the monitor starts
  * (a counter in KPS_HOSTILE_DIR); every later one is a well-behaved probe
@@ -32,7 +27,6 @@
 #include <unistd.h>
 
 #include "config.h"
-#include "daemon.h"
 #include "log.h"
 #include "msgframe.h"
 #include "netside.h"
@@ -455,31 +449,13 @@ static int hostile_main(void)
 
 int main(int argc, char **argv)
 {
-	const char *self = argc > 0 ? argv[0] : "";
-	const char *config_path = NULL;
 	log_init("kps-agent");
-	bool internal = streq(self, "kps-agent-net") || streq(self, "kps-agent-worker");
-	for (int i = 1; i < argc; i++) {
-		if (streq(argv[i], "-v"))
-			log_set_debug(true);
-		else if (streq(argv[i], "-c") && i + 1 < argc)
-			config_path = argv[++i];
-		else if (!internal && streq(argv[i], "run") && i + 1 == argc)
-			break;
-		else
-			return 2;
-	}
-	if (streq(self, "kps-agent-worker"))
-		return worker_main();
-	if (streq(self, "kps-agent-net"))
-		return hostile_main();
-	struct config cfg;
-	char err[512] = "";
-	if (!config_path || config_load(config_path, true, &cfg, err, sizeof(err)) < 0) {
-		fprintf(stderr, "hostile-agent: -c FILE run: %s\n", err);
+	if (argc < 1 || !streq(argv[0], "kps-agent-net"))
 		return 2;
+	for (int i = 1; i < argc; i++) {
+		if (!streq(argv[i], "-v"))
+			return 2;
+		log_set_debug(true);
 	}
-	int r = daemon_run(&cfg, config_path);
-	config_free(&cfg);
-	return r;
+	return hostile_main();
 }

@@ -4,12 +4,13 @@
 to, and logs it").
 
     hostile_check.py --list
-    hostile_check.py HOSTILE_AGENT NAME [--keep]
+    hostile_check.py HOSTILE_AGENT KPS_AGENT KPS_AGENT_TOOL NAME [--keep]
 
-HOSTILE_AGENT is tests/integration/hostile-agent.c: the real monitor and
-worker, and in the network side's place a program that sends what
-KPS_HOSTILE names (see that file). Each case runs `hostile-agent -c CONF run`
-against a sandbox sshd and checks:
+HOSTILE_AGENT is tests/integration/hostile-agent.c, a program that sends
+what KPS_HOSTILE names (see that file). Each case copies the real monitor
+(kps-agent) and tool into a directory with HOSTILE_AGENT as kps-agent-net
+beside them, runs that `kps-agent -c CONF run` against a sandbox sshd and
+checks:
   - the monitor is alive at the end and stops cleanly on SIGTERM;
   - authorized_keys, sshd_config and its drop-ins are byte for byte as
     before (the valid cases: changed exactly as their task asks);
@@ -21,6 +22,7 @@ against a sandbox sshd and checks:
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -347,14 +349,26 @@ def valid_cp(run):
 VALID_CASES = ("valid", "valid-cp")
 
 
-def run_case(exe, name):
+def install(box, hostile, monitor, tool):
+    """The real monitor and tool, and the hostile program as the network
+    side beside them: the monitor takes its helpers from its own directory
+    (agent/helper.h). Returns the monitor's path."""
+    bindir = os.path.join(box.dir, "bin")
+    os.makedirs(bindir)
+    for src, name in ((monitor, "kps-agent"), (tool, "kps-agent-tool"), (hostile, "kps-agent-net")):
+        shutil.copy2(src, os.path.join(bindir, name))
+        os.chmod(os.path.join(bindir, name), 0o755)
+    return os.path.join(bindir, "kps-agent")
+
+
+def run_case(exes, name):
     fn = CASES[name]
     box = sb.Sandbox(f"hostile-{name}")
     ok = False
     run = None
     try:
         reset_home(box, USER_LINE)
-        run = Run(box, exe, name, fn)
+        run = Run(box, install(box, *exes), name, fn)
         if name == "forged-acks":
             fill_outbox(box, 20)
         before, before_results, before_outbox = snapshot(box), results(box), outbox(box)
@@ -390,9 +404,9 @@ def main():
     if sys.argv[1:] == ["--list"]:
         print("\n".join(CASES))
         return 0
-    exe, name = os.path.abspath(sys.argv[1]), sys.argv[2]
+    exes, name = [os.path.abspath(a) for a in sys.argv[1:4]], sys.argv[4]
     sb.ensure_user()
-    return run_case(exe, name)
+    return run_case(exes, name)
 
 
 if __name__ == "__main__":

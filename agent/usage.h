@@ -1,0 +1,6 @@
+/* The command line's usage text. */
+#pragma once
+
+#include <stdio.h>
+
+void usage(FILE *out);
