@@ -37,31 +37,6 @@ static const char *action_name(enum task_action a)
 	return a == TASK_ASSOCIATE ? "associate" : "disassociate";
 }
 
-/* The commit point is the recorded result: from there a crash keeps the
- * change (recovery sees the result), before it a crash rolls it back. */
-static int commit(struct apply *a, unsigned flags)
-{
-	int r = journal_record(a->j, a->res);
-	if (r < 0) {
-		result_fail(a->res, ERR_IO_ERROR, "cannot record the result (%s); the change was rolled back",
-			    strerror(-r));
-		applyundo_rollback(a);
-		return -1;
-	}
-	/* In the outbox before the backups go: a crash after this posts the
-	 * result from the outbox, one before it finds the backups and the
-	 * recorded result, and puts it there (apply_recover). */
-	if ((flags & APPLY_OUTBOX) && journal_outbox_put(a->j, a->res) < 0)
-		log_warnx("task %s: cannot put the result in the outbox", a->task->id);
-	if (journal_backup_clear(a->j) < 0)
-		log_warnx("task %s: cannot drop its backups; the next start sees it committed", a->task->id);
-	if (a->plan.keys.new && managed_note(a->j, a->plan.user.name, a->plan.keys.path) < 0)
-		log_warnx("task %s: cannot note %s in the state dir; `list` will not show it", a->task->id,
-			  a->plan.keys.path);
-	audit_task(a->task, &a->plan, &a->sshd);
-	return 0;
-}
-
 /* Password login that the result would call on but that nobody can use:
  * root under a PermitRootLogin other than yes (the agent never changes
  * it), or a user without a usable password. */
@@ -92,10 +67,44 @@ static void warn_no_password(struct apply *a)
 	explicit_bzero(buf, sizeof(buf));
 }
 
-static int apply_run(const struct config *cfg, struct journal *j, const struct task *task, unsigned flags,
-		     struct result *res)
+/* The commit point is the recorded result: from there a crash keeps the
+ * change (recovery sees the result), before it a crash rolls it back. */
+static int commit(struct apply *a, unsigned flags)
 {
-	struct apply a = { .cfg = cfg, .j = j, .task = task, .res = res,
+	/* The result is whole before it is recorded: recorded once. */
+	size_t warned = a->res->warnings.n;
+	warn_no_password(a);
+	a->res->duration_ms = now_ms() - a->start;
+	int r = journal_record(a->j, a->res);
+	if (r < 0) {
+		/* Rolled back: what the change would have warned of is not so. */
+		while (a->res->warnings.n > warned)
+			free(a->res->warnings.v[--a->res->warnings.n]);
+		result_fail(a->res, ERR_IO_ERROR, "cannot record the result (%s); the change was rolled back",
+			    strerror(-r));
+		applyundo_rollback(a);
+		return -1;
+	}
+	a->recorded = true;
+	/* In the outbox before the backups go: a crash after this posts the
+	 * result from the outbox, one before it finds the backups and the
+	 * recorded result, and puts it there (apply_recover). */
+	if ((flags & APPLY_OUTBOX) && journal_outbox_put(a->j, a->res) < 0)
+		log_warnx("task %s: cannot put the result in the outbox", a->task->id);
+	if (journal_backup_clear(a->j) < 0)
+		log_warnx("task %s: cannot drop its backups; the next start sees it committed", a->task->id);
+	if (a->plan.keys.new && managed_note(a->j, a->plan.user.name, a->plan.keys.path) < 0)
+		log_warnx("task %s: cannot note %s in the state dir; `list` will not show it", a->task->id,
+			  a->plan.keys.path);
+	audit_task(a->task, &a->plan, &a->sshd);
+	return 0;
+}
+
+/* *recorded: the commit recorded the result (and put it in the outbox). */
+static int apply_run(const struct config *cfg, struct journal *j, const struct task *task, unsigned flags,
+		     int64_t start, struct result *res, bool *recorded)
+{
+	struct apply a = { .cfg = cfg, .j = j, .task = task, .res = res, .start = start,
 			   .deadline = now_ms() + (int64_t)cfg->task_timeout_s * 1000, .mark = apply_now_us() };
 	struct pubkey replaced = { 0 };
 	_cleanup_free_ char *server_id = config_server_id(cfg);
@@ -110,8 +119,9 @@ static int apply_run(const struct config *cfg, struct journal *j, const struct t
 		else if (a.backed_up)
 			r = commit(&a, flags);
 	}
-	if (r == 0)
+	if (r == 0 && !a.recorded)
 		warn_no_password(&a);
+	*recorded = a.recorded;
 	log_steps(&a);
 	pubkey_free(&replaced);
 	backup_free(&a.backup);
@@ -122,7 +132,8 @@ static int apply_run(const struct config *cfg, struct journal *j, const struct t
 
 int apply_task(const struct config *cfg, struct journal *j, const struct task *task, struct result *res)
 {
-	return apply_run(cfg, j, task, 0, res);
+	bool recorded;
+	return apply_run(cfg, j, task, 0, now_ms(), res, &recorded);
 }
 
 static void log_result(const struct task *t, const struct result *res, const char *user)
@@ -203,8 +214,11 @@ static void apply_locked(const struct config *cfg, struct journal *j, const stru
 			result_warn(res, "task %s was applied before: apply returns this recorded result and "
 					 "changes nothing", res->task_id);
 	} else {
+		bool committed = false;
 		if (task)
-			apply_run(cfg, j, task, flags, res);
+			apply_run(cfg, j, task, flags, start, res, &committed);
+		if (committed)
+			return;	/* recorded at the commit point, with its outbox entry */
 		res->duration_ms = now_ms() - start;
 		int r = check ? 0 : journal_record(j, res);
 		if (r < 0)

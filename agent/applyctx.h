@@ -37,7 +37,9 @@ struct apply {
 	struct journal *j;
 	const struct task *task;
 	struct result *res;
+	int64_t start;			/* when apply_text began: the result's duration_ms */
 	int64_t deadline;
+	bool recorded;			/* the commit recorded the result */
 	struct plan plan;
 	struct sshd_settings sshd;	/* as sshd is before the task */
 	struct sshd_units units;

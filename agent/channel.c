@@ -12,6 +12,7 @@
 
 #include "channel.h"
 #include "devport.h"
+#include "evwipe.h"
 #include "framing.h"
 #include "log.h"
 #include "source.h"
@@ -70,31 +71,8 @@ struct channel {
 	struct channel_slot *dev_head, *dev_tail;
 	size_t dev_n;
 	bool queue_full;	/* logged once per episode */
+	bool quiet;		/* stopping: no new client, no new line */
 };
-
-/* Moves n bytes out of the buffer into dst (NULL: drops them), wiping them
- * in libevent's own chunks first, since draining alone only frees them. */
-static void channel_take(struct evbuffer *in, char *dst, size_t n)
-{
-	struct evbuffer_iovec v[16];
-	while (n > 0) {
-		int k = evbuffer_peek(in, (ev_ssize_t)n, NULL, v, (int)ELEMENTSOF(v));
-		size_t done = 0;
-		for (int i = 0; i < k && i < (int)ELEMENTSOF(v) && done < n; i++) {
-			size_t len = v[i].iov_len < n - done ? v[i].iov_len : n - done;
-			if (dst)
-				memcpy(dst + done, v[i].iov_base, len);
-			explicit_bzero(v[i].iov_base, len);
-			done += len;
-		}
-		if (done == 0)
-			return;
-		evbuffer_drain(in, done);
-		n -= done;
-		if (dst)
-			dst += done;
-	}
-}
 
 static void channel_slot_free(struct channel_slot *s)
 {
@@ -130,7 +108,7 @@ static bool channel_client_full(const struct channel_client *cl)
  * the client's own lines are being taken. */
 static void channel_client_resume(struct channel_client *cl)
 {
-	if (!cl->paused || channel_client_full(cl))
+	if (!cl->paused || channel_client_full(cl) || cl->c->quiet)
 		return;
 	cl->paused = false;
 	if (!cl->eof)
@@ -290,7 +268,7 @@ static int channel_client_submit(struct channel_client *cl, const char *line, si
 static int channel_client_line(struct channel_client *cl, struct evbuffer *in, size_t n, size_t len)
 {
 	char *line = cl->c->line;
-	channel_take(in, line, n);
+	evwipe_take(in, line, n);
 	int r = channel_client_submit(cl, line, len);
 	explicit_bzero(line, n);
 	return r;
@@ -325,12 +303,12 @@ static int channel_client_lines(struct channel_client *cl)
 			r = channel_client_line(cl, in, f.take, f.len);
 			break;
 		case FRAME_TOO_LONG:
-			channel_take(in, NULL, f.take);
+			evwipe_take(in, NULL, f.take);
 			r = channel_client_too_long(cl);
 			break;
 		case FRAME_EMPTY:
 		case FRAME_SKIP:
-			channel_take(in, NULL, f.take);
+			evwipe_take(in, NULL, f.take);
 			break;
 		}
 		if (r < 0)
@@ -349,7 +327,7 @@ static void channel_client_free(struct channel_client *cl)
 	while (cl->head)
 		channel_slot_pop(cl);
 	struct evbuffer *in = bufferevent_get_input(cl->bev);
-	channel_take(in, NULL, evbuffer_get_length(in));
+	evwipe_take(in, NULL, evbuffer_get_length(in));
 	bufferevent_free(cl->bev);
 	struct channel_client **p = &c->clients;
 	while (*p != cl)
@@ -445,7 +423,28 @@ static void channel_accept_again(evutil_socket_t fd, short what, void *arg)
 	struct channel *c = arg;
 	(void)fd;
 	(void)what;
-	evconnlistener_enable(c->listener);
+	if (!c->quiet)
+		evconnlistener_enable(c->listener);
+}
+
+void channel_quiesce(struct channel *c)
+{
+	if (!c)
+		return;
+	c->quiet = true;
+	if (c->listener)
+		evconnlistener_disable(c->listener);
+	evtimer_del(c->accept_timer);
+	for (struct channel_client *cl = c->clients; cl; cl = cl->next)
+		bufferevent_disable(cl->bev, EV_READ);
+}
+
+bool channel_busy(const struct channel *c)
+{
+	for (const struct channel_client *cl = c ? c->clients : NULL; cl; cl = cl->next)
+		if (cl->head || evbuffer_get_length(bufferevent_get_output(cl->bev)) > 0)
+			return true;
+	return false;
 }
 
 /* Out of descriptors: accept would fail at once on every turn of the loop. */

@@ -4,6 +4,7 @@
  * in order. */
 #pragma once
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define CHANNEL_RESULT_MAX ((size_t)64 * 1024)	/* one result line from the monitor */
@@ -18,5 +19,10 @@ struct channel *channel_new(const struct source *src, int listen_fd);
 void channel_free(struct channel *c);
 /* The monitor's result for the line it was handed under tag. */
 void channel_result(struct channel *c, uint32_t tag, const char *json, size_t len);
+/* Stopping: no new client, no new line from those connected; the lines
+ * in hand still get their results. */
+void channel_quiesce(struct channel *c);
+/* A line still waits for its result, or a result to be written out. */
+bool channel_busy(const struct channel *c);
 /* The monitor opened the device (fd, taken over) or could not (err). */
 void channel_device_opened(struct channel *c, int fd, int err);

@@ -40,17 +40,9 @@ static void daemon_status(struct daemon *d)
 
 /* A job is done: its result goes back by the route it came (a channel's
  * line, or the outbox for the control plane). */
-static void daemon_done(void *arg, const struct job *j, const struct result *res, const char *json,
-			const struct sweep_report *swept)
+static void daemon_done(void *arg, const struct job *j, const struct result *res, const char *json)
 {
 	struct daemon *d = arg;
-	daemon_expiry(d, swept);
-	if (j->sweep) {
-		event_active(d->idle_ev, EV_TIMEOUT, 0);
-		if (d->stopping && queue_idle(d->queue))
-			event_base_loopexit(d->base, NULL);
-		return;
-	}
 	if (j->route) {
 		if (res->code == ERR_NONE)
 			d->applied++;
@@ -61,6 +53,14 @@ static void daemon_done(void *arg, const struct job *j, const struct result *res
 		daemon_net_answer(d, j, json);
 	else
 		daemon_net_feed(d);
+}
+
+/* A job's worker ended: the next expiry, ready, stop. */
+static void daemon_ended(void *arg, const struct job *j, const struct sweep_report *swept)
+{
+	struct daemon *d = arg;
+	(void)j;
+	daemon_expiry(d, swept);
 	daemon_status(d);
 	if (d->stopping && queue_idle(d->queue))
 		event_base_loopexit(d->base, NULL);
@@ -345,7 +345,7 @@ static int daemon_start(struct daemon *d)
 	if (!d->base)
 		return -ENOMEM;
 	d->idle_ev = event_new(d->base, -1, 0, daemon_idle_check, d);
-	d->queue = queue_new(d->base, &d->cfg, d->tool_fd, daemon_done, d);
+	d->queue = queue_new(d->base, &d->cfg, d->tool_fd, daemon_done, daemon_ended, d);
 	if (!d->idle_ev || !d->queue)
 		return -ENOMEM;
 	r = daemon_signals(d);

@@ -17,6 +17,7 @@
 
 /* What the monitor sends: a result line, a result to post (its task_id
  * first), the device. */
+#define NETSIDE_DRAIN_S 10	/* stopping: how long a channel line may wait for its result */
 #define NETSIDE_FRAME_MAX ((size_t)CHANNEL_RESULT_MAX + TASK_ID_MAX + 1)
 
 struct netside {
@@ -28,6 +29,8 @@ struct netside {
 	struct channel *ch;
 	struct controlplane *cp;
 	struct event *signals[3];
+	struct event *drain;	/* stopping: until the channel's lines are answered */
+	int64_t drain_until_ms;
 	int listen_fd;
 };
 
@@ -107,13 +110,40 @@ static void netside_closed(void *arg, int err)
 	event_base_loopexit(n->base, NULL);
 }
 
+static void netside_drain(evutil_socket_t fd, short what, void *arg)
+{
+	struct netside *n = arg;
+	(void)fd;
+	(void)what;
+	if (!channel_busy(n->ch))
+		event_base_loopexit(n->base, NULL);
+	else if (now_ms() >= n->drain_until_ms) {
+		log_warnx("network side: stopping with channel lines unanswered after %d s", NETSIDE_DRAIN_S);
+		event_base_loopexit(n->base, NULL);
+	}
+}
+
+/* SIGTERM (a reload or a stop): nothing new is taken, neither a poll nor
+ * a client nor a line, but a line already handed over still gets its
+ * result, for NETSIDE_DRAIN_S at most. The monitor starts the next
+ * network side once this one has ended, so no line is lost between them. */
 static void netside_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct netside *n = arg;
+	static const struct timeval tick = { 0, 50000 };	/* 50 ms */
 	(void)what;
 	/* The monitor reloads by starting a new network side. */
-	if (sig != SIGHUP)
+	if (sig == SIGHUP || n->drain)
+		return;
+	controlplane_free(n->cp);
+	n->cp = NULL;
+	channel_quiesce(n->ch);
+	n->drain_until_ms = now_ms() + (int64_t)NETSIDE_DRAIN_S * 1000;
+	n->drain = event_new(n->base, -1, EV_PERSIST, netside_drain, n);
+	if (!n->drain || event_add(n->drain, &tick) < 0)
 		event_base_loopexit(n->base, NULL);
+	else
+		netside_drain(-1, 0, n);
 }
 
 static int netside_setup(struct netside *n)
@@ -145,6 +175,8 @@ static void netside_free(struct netside *n)
 	controlplane_free(n->cp);
 	channel_free(n->ch);
 	link_free(n->link);
+	if (n->drain)
+		event_free(n->drain);
 	for (size_t i = 0; i < ELEMENTSOF(n->signals); i++)
 		if (n->signals[i])
 			event_free(n->signals[i]);

@@ -11,6 +11,7 @@
 #define WORKER_GRACE_S 10	/* past task_timeout before the worker is killed */
 #define RECOVER_LIMIT_S 90	/* a rollback's worker: the lock wait, a reload, the probes */
 #define SWEEP_LIMIT_S 60	/* a sweep's worker: reading and rewriting the managed files */
+#define SPARE_LINGER_S 10	/* a spare worker waits this long for the next job */
 
 struct worker {
 	struct job *job;
@@ -22,8 +23,16 @@ struct worker {
 	bool recovering;	/* this worker rolls back a task cut off */
 	enum error_code code;	/* what the rollback reports */
 	char why[160];
+	bool answered;		/* its result went to the monitor; the sweep may follow */
 	bool swept;		/* the worker's sweep answered */
 	struct sweep_report sweep;
+};
+
+/* A worker exec'd ahead of the next job, its configuration sent. */
+struct spare {
+	pid_t pid;
+	int fd;			/* blocking until a job adopts it */
+	struct event *linger;
 };
 
 struct queue {
@@ -31,10 +40,12 @@ struct queue {
 	const struct config *cfg;
 	int tool_fd;
 	queue_done_fn *done;
+	queue_ended_fn *ended;
 	void *arg;
 	struct job *head, *tail;
 	size_t n;
 	struct worker w;
+	struct spare spare;
 	struct event *stop_timer;
 	bool stopping;
 };
@@ -107,18 +118,101 @@ static void worker_kill(struct worker *w)
 	w->pid = 0;
 }
 
-/* The job is done: the monitor is told, and the next one starts. */
+/* -- the spare ------------------------------------------------------------
+ * The next job skips the exec of kps-agent-tool (its libraries take some
+ * 7 ms to load): a spare is started once a job has its result and is gone
+ * after SPARE_LINGER_S without a job, so an idle daemon has none. It is a
+ * fresh exec like any worker and holds nothing but the configuration, a
+ * copy of which a new configuration makes stale: it goes then. */
+
+static void spare_drop(struct queue *q)
+{
+	struct spare *s = &q->spare;
+	if (s->linger)
+		evtimer_del(s->linger);
+	closep(&s->fd);
+	if (s->pid > 0)
+		kill(s->pid, SIGKILL);	/* reaped on SIGCHLD (queue_reaped) */
+	s->pid = 0;
+}
+
+static void on_spare_linger(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	spare_drop(arg);
+}
+
+static void spare_start(struct queue *q)
+{
+	struct spare *s = &q->spare;
+	struct timeval linger = { SPARE_LINGER_S, 0 };
+	if (q->stopping || s->pid > 0)
+		return;
+	if (!s->linger)
+		s->linger = evtimer_new(q->base, on_spare_linger, q);
+	if (!s->linger || worker_spawn(q->tool_fd, "kps-agent-worker", log_debug_enabled(), NULL, 0, &s->pid, &s->fd) < 0) {
+		s->pid = 0;
+		return;
+	}
+	/* Into a fresh socketpair's buffer: the worker reads it once loaded. */
+	if (msgframe_send(s->fd, MSGFRAME_CONFIG, q->cfg->settings.data, q->cfg->settings.len) < 0 ||
+	    evtimer_add(s->linger, &linger) < 0)
+		spare_drop(q);
+}
+
+/* The spare's pid and socket for a job, if there is one. */
+static bool spare_take(struct queue *q, pid_t *pid, int *fd)
+{
+	struct spare *s = &q->spare;
+	if (s->pid <= 0)
+		return false;
+	evtimer_del(s->linger);
+	*pid = s->pid;
+	*fd = s->fd;
+	s->pid = 0;
+	s->fd = -1;
+	return true;
+}
+
+/* -- the worker in hand -------------------------------------------------- */
+
+/* The worker ended: the monitor is told, and the next job starts. */
 /* NOLINTNEXTLINE(misc-no-recursion): bounded, see queue_next */
-static void worker_finish(struct queue *q, const struct result *res, const char *json)
+static void worker_end(struct queue *q)
 {
 	struct job *j = q->w.job;
 	struct sweep_report sweep = q->w.sweep;
 	bool swept = q->w.swept;
 	worker_clear(&q->w);
 	q->w = (struct worker){ 0 };
-	q->done(q->arg, j, res, json, swept ? &sweep : NULL);
+	q->ended(q->arg, j, swept ? &sweep : NULL);
 	job_free(j);
 	queue_next(q);
+}
+
+/* The job is done: its result (none for a sweep) to the monitor, then the
+ * end of its worker. */
+/* NOLINTNEXTLINE(misc-no-recursion): bounded, see queue_next */
+static void worker_finish(struct queue *q, const struct result *res, const char *json)
+{
+	if (res)
+		q->done(q->arg, q->w.job, res, json);
+	worker_end(q);
+}
+
+/* The worker's result, as soon as it came: the worker still sweeps expired
+ * keys before it ends, and the next job waits for that, not the result. */
+static void worker_answer(struct queue *q)
+{
+	struct worker *w = &q->w;
+	struct result res;
+	if (w->answered || !w->out || result_from_json(w->out, strlen(w->out), &res) < 0)
+		return;
+	w->answered = true;
+	q->done(q->arg, w->job, &res, w->out);
+	result_free(&res);
+	spare_start(q);
 }
 
 /* A result made here, when no worker could give one. */
@@ -145,8 +239,10 @@ static void worker_frame(void *arg, const struct msgframe *f, const char *payloa
 {
 	struct queue *q = arg;
 	closep(&fd);
-	if (f->type == MSGFRAME_RESULT && !q->w.out && !q->w.job->sweep)
+	if (f->type == MSGFRAME_RESULT && !q->w.out && !q->w.job->sweep) {
 		q->w.out = strndup(payload, f->len);
+		worker_answer(q);
+	}
 	if (f->type == MSGFRAME_SWEPT && f->len == 12 && !q->w.swept) {
 		uint32_t status = msgframe_get32(payload);
 		q->w.swept = true;
@@ -171,8 +267,10 @@ static int worker_launch(struct queue *q, enum msgframe_type type, const void *h
 			 const char *text, size_t len, int limit_s)
 {
 	struct worker *w = &q->w;
-	int fd;
-	int r = worker_spawn(q->tool_fd, "kps-agent-worker", log_debug_enabled(), NULL, 0, &w->pid, &fd);
+	int fd, r = 0;
+	bool configured = spare_take(q, &w->pid, &fd);
+	if (!configured)
+		r = worker_spawn(q->tool_fd, "kps-agent-worker", log_debug_enabled(), NULL, 0, &w->pid, &fd);
 	if (r < 0)
 		return r;
 	w->link = link_new(q->base, fd, 1U << MSGFRAME_RESULT | 1U << MSGFRAME_SWEPT, 0, WORKER_RESULT_MAX, worker_frame,
@@ -182,7 +280,8 @@ static int worker_launch(struct queue *q, enum msgframe_type type, const void *h
 	struct timeval limit = { limit_s, 0 };
 	if (!w->link || !w->timer || !w->done_ev || evtimer_add(w->timer, &limit) < 0)
 		return -ENOMEM;
-	r = link_send(w->link, MSGFRAME_CONFIG, q->cfg->settings.data, q->cfg->settings.len, NULL, 0, -1);
+	if (!configured)
+		r = link_send(w->link, MSGFRAME_CONFIG, q->cfg->settings.data, q->cfg->settings.len, NULL, 0, -1);
 	if (r == 0)
 		r = link_send(w->link, type, head, head_len, text, len, -1);
 	return r;
@@ -196,6 +295,12 @@ static void worker_recover(struct queue *q, enum error_code code, const char *wh
 	struct worker *w = &q->w;
 	struct job *j = w->job;
 	worker_kill(w);
+	if (w->answered) {
+		/* The result is recorded and delivered; only the sweep is cut. */
+		log_warnx("task %s: the worker was stopped after its result, in the sweep of expired keys", j->task_id);
+		worker_end(q);
+		return;
+	}
 	worker_clear(w);
 	if (j->sweep) {
 		worker_finish_failed(q, code, "the sweep's worker was stopped");
@@ -237,6 +342,10 @@ static void worker_done(evutil_socket_t fd, short what, void *arg)
 		if (!w->swept)
 			log_warnx("expired keys: the sweep's worker ended without an answer");
 		worker_finish(q, NULL, NULL);
+		return;
+	}
+	if (w->answered) {
+		worker_end(q);
 		return;
 	}
 	if (w->out && result_from_json(w->out, strlen(w->out), &res) == 0) {
@@ -345,6 +454,12 @@ size_t queue_length(const struct queue *q)
 
 bool queue_reaped(struct queue *q, pid_t pid)
 {
+	if (pid > 0 && pid == q->spare.pid) {
+		/* A spare that died waiting: the next job spawns its own. */
+		q->spare.pid = 0;
+		spare_drop(q);
+		return true;
+	}
 	if (pid <= 0 || pid != q->w.pid)
 		return false;
 	q->w.pid = 0;
@@ -354,6 +469,7 @@ bool queue_reaped(struct queue *q, pid_t pid)
 void queue_set_config(struct queue *q, const struct config *cfg)
 {
 	q->cfg = cfg;
+	spare_drop(q);
 }
 
 static void queue_drop(struct queue *q)
@@ -372,7 +488,7 @@ static void on_stop_timer(evutil_socket_t fd, short what, void *arg)
 	struct queue *q = arg;
 	(void)fd;
 	(void)what;
-	if (q->w.job && q->w.job->sweep) {
+	if (q->w.job && (q->w.job->sweep || q->w.answered)) {
 		worker_recover(q, ERR_TIMEOUT, "stopping");
 	} else if (q->w.job && !q->w.recovering) {
 		log_warnx("stopping: the task in hand did not finish in time; rolling it back");
@@ -384,6 +500,7 @@ void queue_stop(struct queue *q, unsigned grace_ms)
 {
 	q->stopping = true;
 	queue_drop(q);
+	spare_drop(q);
 	struct timeval grace = { grace_ms / 1000, (suseconds_t)(grace_ms % 1000) * 1000 };
 	if (!q->stop_timer)
 		q->stop_timer = evtimer_new(q->base, on_stop_timer, q);
@@ -392,12 +509,13 @@ void queue_stop(struct queue *q, unsigned grace_ms)
 }
 
 struct queue *queue_new(struct event_base *base, const struct config *cfg, int tool_fd, queue_done_fn *done,
-			void *arg)
+			queue_ended_fn *ended, void *arg)
 {
 	struct queue *q = calloc(1, sizeof(*q));
 	if (!q)
 		return NULL;
-	*q = (struct queue){ .base = base, .cfg = cfg, .tool_fd = tool_fd, .done = done, .arg = arg };
+	*q = (struct queue){ .base = base, .cfg = cfg, .tool_fd = tool_fd, .done = done, .ended = ended, .arg = arg };
+	q->spare.fd = -1;
 	return q;
 }
 
@@ -409,6 +527,11 @@ void queue_free(struct queue *q)
 	job_free(q->w.job);
 	worker_clear(&q->w);
 	queue_drop(q);
+	pid_t spare = q->spare.pid;
+	spare_drop(q);
+	while (spare > 0 && waitpid(spare, NULL, 0) < 0 && errno == EINTR)
+		;
+	event_freep(&q->spare.linger);
 	event_freep(&q->stop_timer);
 	free(q);
 }

@@ -43,17 +43,20 @@ struct job *job_sweep_new(void);
 void job_free(struct job *j);
 
 struct queue;
-/* The job is done; json is its result line (res and json NULL for a
- * sweep job); swept: what the worker's sweep found, NULL when it sent
- * nothing. Called from the loop, once a job. */
-typedef void queue_done_fn(void *arg, const struct job *j, const struct result *res, const char *json,
-			   const struct sweep_report *swept);
+/* The job's result, json its line: once a job but a sweep, as soon as
+ * the worker gives it (or the queue makes one when the worker could not),
+ * from the loop. */
+typedef void queue_done_fn(void *arg, const struct job *j, const struct result *res, const char *json);
+/* The job's worker ended (after done), the next job may start: swept is
+ * what its sweep of expired keys found, NULL when it said nothing. Once a
+ * job, sweep jobs included. */
+typedef void queue_ended_fn(void *arg, const struct job *j, const struct sweep_report *swept);
 
 /* cfg (what the workers run on) is the monitor's and must outlive the
  * queue (queue_set_config after a SIGHUP); tool_fd: kps-agent-tool
  * (helper.h), which the workers are. */
 struct queue *queue_new(struct event_base *base, const struct config *cfg, int tool_fd, queue_done_fn *done,
-			void *arg);
+			queue_ended_fn *ended, void *arg);
 void queue_free(struct queue *q);
 /* Takes j over; -ENOBUFS when the queue is full or stopping (j is the
  * caller's still). */

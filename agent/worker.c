@@ -4,6 +4,10 @@
 #include <sys/prctl.h>
 #include <sys/socket.h>
 
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+
 #include "apply.h"
 #include "config.h"
 #include "journal.h"
@@ -55,6 +59,7 @@ static void worker_recover(const struct config *cfg, const char *payload, size_t
 static int worker_sweep(const struct config *cfg)
 {
 	int64_t next = 0;
+	prctl(PR_SET_NAME, "kps-agent-sweep", 0, 0, 0);
 	int r = managed_sweep(cfg, (int64_t)time(NULL), &next);
 	if (r < 0 && r != -EBUSY)
 		log_warnx("expired keys: %s", strerror(-r));
@@ -65,17 +70,36 @@ static int worker_sweep(const struct config *cfg)
 	return msgframe_send(WORKER_SOCKET_FD, MSGFRAME_SWEPT, out, sizeof(out));
 }
 
+/* What OpenSSL otherwise does at the task's first key or hash: its
+ * configuration read, the random generator seeded, SHA-256 fetched. Done
+ * while the worker waits for its job, which for the monitor's spare is
+ * before the task arrives. */
+static void worker_warm(void)
+{
+	unsigned char b[32];
+	unsigned int n = 0;
+	OPENSSL_init_crypto(OPENSSL_INIT_LOAD_CONFIG, NULL);
+	if (RAND_bytes(b, sizeof(b)) != 1 || EVP_Digest(b, sizeof(b), b, &n, EVP_sha256(), NULL) != 1)
+		log_debug("worker: OpenSSL did not warm up; the task will do it");
+	explicit_bzero(b, sizeof(b));
+}
+
 int worker_main(void)
 {
 	struct config cfg;
 	struct msgframe f = { 0 };
 	char *payload = NULL;
 	struct result res;
-	prctl(PR_SET_NAME, "kps-agent-worker", 0, 0, 0);
+	/* Its name says what it does: kps-agent-spare until its job comes
+	 * (it may be the monitor's spare, queue.c), kps-agent-worker on its
+	 * task, kps-agent-sweep once its result is sent. */
+	prctl(PR_SET_NAME, "kps-agent-spare", 0, 0, 0);
 	int r = worker_config(WORKER_SOCKET_FD, &cfg);
+	worker_warm();
 	if (r == 0)
 		r = msgframe_recv(WORKER_SOCKET_FD, 1U << MSGFRAME_TASK | 1U << MSGFRAME_RECOVER | 1U << MSGFRAME_SWEEP,
 				  TASK_MAX_BYTES + 4096, &f, &payload);
+	prctl(PR_SET_NAME, "kps-agent-worker", 0, 0, 0);
 	if (r == 0 && f.type == MSGFRAME_SWEEP && f.len == 0) {
 		free(payload);
 		r = worker_sweep(&cfg);
@@ -99,6 +123,9 @@ int worker_main(void)
 	free(payload);
 	_cleanup_free_ char *json = result_to_json(&res);
 	result_free(&res);
+	/* Renamed before the result leaves: whoever sees the result and then
+	 * looks for a worker on a task finds none. */
+	prctl(PR_SET_NAME, "kps-agent-sweep", 0, 0, 0);
 	r = json ? msgframe_send(WORKER_SOCKET_FD, MSGFRAME_RESULT, json, strlen(json)) : -ENOMEM;
 	if (r == 0)
 		r = worker_sweep(&cfg);

@@ -7,8 +7,9 @@ Usage: bench_daemon.py AGENT EMULATOR [RUNS]
   agent's result being stored there (ListKeypairTask says SUCCESS_), median
   and p99, probe included; the first call after start (which waits for
   the first, jittered poll) apart;
-- the daemon idle: every kps-agent process (the monitor and its resident
-  network side, kps-agent-net; a worker lives only while a task runs):
+- the daemon right after the last task (with the spare worker that waits
+  10 s for a next one) and idle (once it is gone): every kps-agent process
+  (the monitor and its resident network side, kps-agent-net):
   RSS, Pss and Private memory each (/proc/PID/smaps_rollup), the Pss summed
   over all of them, and wake-ups per minute summed over all of them
   (context switches while nothing happens but the long poll);
@@ -178,6 +179,15 @@ def main():
         print(f"call-to-result (associate at the emulator -> result stored), {runs} runs: "
               f"p50 {statistics.median(t):.1f} ms, p99 {pct(t, 99):.1f} ms")
         time.sleep(1)
+        busy = tree(agent.proc.pid)
+        print("kps-agent 1 s after the last task: " + ", ".join(
+            f"{name} Pss {memory(pid)['Pss']} kB" for pid, name in busy) +
+            " (a spare worker waits up to 10 s for the next task)")
+        # Idle: the spare worker gone.
+        deadline = time.time() + 20
+        while time.time() < deadline and any(n == "kps-agent-worker" for _, n in tree(agent.proc.pid)):
+            time.sleep(0.2)
+        time.sleep(0.5)
         procs = tree(agent.proc.pid)
         mem = {pid: memory(pid) for pid, _ in procs}
         for pid, name in procs:

@@ -471,6 +471,28 @@ def check_sighup(env):
         expect_result(Lines(s).get(1)[0], t)
 
 
+def check_sighup_mid_line(env):
+    """A reload while a client's line is in hand: the network side that
+    took the line is the one stopped, and the client still gets its result
+    (it used to be cut off: EOF, the task applied, its answer lost)."""
+    t = env.box.task("associate", keypair_name="hup", public_key=env.box.keys.pub("hup"),
+                     server={"auth": {"type": "keypair", "key": env.box.keys.private("stranger")}})
+    before = env.agent.log_text().count("configuration reloaded")
+    with connect(env.sock, timeout=60) as s:
+        send_lines(s, [t])
+        deadline = time.time() + 30
+        while time.time() < deadline and not worker_running(env.agent):
+            time.sleep(0.001)
+        check(worker_running(env.agent), "no worker took the task")
+        env.agent.proc.send_signal(signal.SIGHUP)
+        expect_result(Lines(s).get(1, timeout=30)[0], t, code="AUTH_FAILED")
+    check(wait_log(env.agent, "configuration reloaded", before + 1), "no reload logged")
+    t = env.box.task("disassociate")
+    with connect(env.sock) as s:
+        send_lines(s, [t])
+        expect_result(Lines(s).get(1)[0], t)
+
+
 def check_sigterm(env):
     rc = env.agent.stop()
     check(rc == 0, f"exit {rc} on SIGTERM")
@@ -587,6 +609,7 @@ def main():
                          ("device_reopen", check_device_reopen),
                          ("device_result_after_reconnect", check_device_result_after_reconnect),
                          ("queue_full_in_order", check_queue_full),
+                         ("sighup_mid_line", check_sighup_mid_line),
                          ("sighup_reopens", check_sighup),
                          ("sigterm_exit_0", check_sigterm),
                          ("socket_activation", check_socket_activation),

@@ -194,6 +194,61 @@ def e2e_failure_reported(box, agent_exe, cp):
         agent.stop()
 
 
+def daemon_workers(agent):
+    """pids of the daemon's kps-agent-worker processes."""
+    out = []
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                name = f.read().split(b"\0")[0]
+        except (OSError, ValueError, IndexError):
+            continue
+        if ppid == agent.proc.pid and name == b"kps-agent-worker":
+            out.append(int(pid))
+    return out
+
+
+@case
+def spare_worker(box, agent_exe, cp):
+    """After a task a spare worker waits for the next one (10 s): a task
+    it takes succeeds; a spare that was killed is replaced by a fresh
+    worker; an idle daemon keeps none."""
+    reset_home(box, USER_LINE)
+    agent = Agent(box, agent_exe, cp)
+    agent.start()
+    try:
+        cp.import_keypair("kp1", box.keys.pub("a"))
+        cp.import_keypair("kp2", box.keys.pub("b"))
+        check(daemon_workers(agent) == [], f"a worker before any task: {daemon_workers(agent)}")
+        t = cp.wait(cp.associate({"keypair_name": "kp1", "server": {"id": box.server_id}}))
+        check(t["task_status"] == "SUCCESS_RESET", f"{t}")
+        time.sleep(0.5)
+        spare = daemon_workers(agent)
+        check(len(spare) == 1, f"no spare worker after a task: {spare}")
+        t = cp.wait(cp.associate({"keypair_name": "kp2", "server": {"id": box.server_id}}))
+        check(t["task_status"] == "SUCCESS_RESET" and box.login_key("b"), f"the spare's task: {t}")
+        time.sleep(0.5)
+        spare = daemon_workers(agent)
+        check(len(spare) == 1, f"no spare after the second task: {spare}")
+        os.kill(spare[0], signal.SIGKILL)
+        time.sleep(0.3)
+        t = cp.wait(cp.associate({"keypair_name": "kp1", "server": {"id": box.server_id}}))
+        check(t["task_status"] == "SUCCESS_RESET" and box.login_key("a"), f"after the spare died: {t}")
+        deadline = time.time() + 15
+        while time.time() < deadline and daemon_workers(agent):
+            time.sleep(0.2)
+        check(daemon_workers(agent) == [], "the spare did not leave an idle daemon")
+        check(agent.proc.poll() is None, "the daemon died")
+        log = open(agent.log).read()
+        check("rolled back" not in log and "died" not in log, "a worker was taken for dead: " + log[-1500:])
+    finally:
+        check(agent.stop() == 0, "SIGTERM did not end the agent with 0")
+
+
 @case
 def results_wait_for_control_plane(box, agent_exe, emulator):
     cp = ControlPlane(emulator, "--fail-results", "3")

@@ -351,11 +351,13 @@ VALID_CASES = ("valid", "valid-cp")
 
 def install(box, hostile, monitor, tool):
     """The real monitor and tool, and the hostile program as the network
-    side beside them: the monitor takes its helpers from its own directory
-    (agent/helper.h). Returns the monitor's path."""
+    side (both kps-agent-net and kps-agent-net-tls) beside them: the monitor
+    takes its helpers from its own directory (agent/helper.h). Returns the
+    monitor's path."""
     bindir = os.path.join(box.dir, "bin")
     os.makedirs(bindir)
-    for src, name in ((monitor, "kps-agent"), (tool, "kps-agent-tool"), (hostile, "kps-agent-net")):
+    for src, name in ((monitor, "kps-agent"), (tool, "kps-agent-tool"), (hostile, "kps-agent-net"),
+                      (hostile, "kps-agent-net-tls")):
         shutil.copy2(src, os.path.join(bindir, name))
         os.chmod(os.path.join(bindir, name), 0o755)
     return os.path.join(bindir, "kps-agent")
