@@ -40,12 +40,17 @@ struct channel_slot {
 	char *json;		/* NULL while pending; may be channel_nomem */
 };
 
+/* Lines in the order they came. */
+struct channel_queue {
+	struct channel_slot *head, *tail;
+	size_t n;
+};
+
 struct channel_client {
 	struct channel_client *next;
 	struct channel *c;
 	struct bufferevent *bev;
-	struct channel_slot *head, *tail;	/* in the order the lines came */
-	size_t nslots;
+	struct channel_queue q;
 	struct framer framer;
 	bool paused;
 	bool eof;		/* a socket client half-closed: answer, then close */
@@ -68,8 +73,7 @@ struct channel {
 	/* The host's lines still unanswered when its reader ended: a port
 	 * has one peer, whatever reader is on it, so the next reader takes
 	 * them over and answers them in order. */
-	struct channel_slot *dev_head, *dev_tail;
-	size_t dev_n;
+	struct channel_queue dev_kept;
 	bool queue_full;	/* logged once per episode */
 	bool quiet;		/* stopping: no new client, no new line */
 };
@@ -81,14 +85,38 @@ static void channel_slot_free(struct channel_slot *s)
 	free(s);
 }
 
-static void channel_slot_pop(struct channel_client *cl)
+static void channel_queue_pop(struct channel_queue *q)
 {
-	struct channel_slot *s = cl->head;
-	cl->head = s->next;
-	if (!cl->head)
-		cl->tail = NULL;
-	cl->nslots--;
+	struct channel_slot *s = q->head;
+	q->head = s->next;
+	if (!q->head)
+		q->tail = NULL;
+	q->n--;
 	channel_slot_free(s);
+}
+
+static void channel_queue_push(struct channel_queue *q, struct channel_slot *s)
+{
+	if (q->tail)
+		q->tail->next = s;
+	else
+		q->head = s;
+	q->tail = s;
+	q->n++;
+}
+
+/* Moves every line of from to the end of to. */
+static void channel_queue_move(struct channel_queue *to, struct channel_queue *from)
+{
+	if (!from->head)
+		return;
+	if (to->tail)
+		to->tail->next = from->head;
+	else
+		to->head = from->head;
+	to->tail = from->tail;
+	to->n += from->n;
+	*from = (struct channel_queue){ 0 };
 }
 
 static void channel_slot_set(struct channel_slot *s, const char *json, size_t len)
@@ -100,7 +128,7 @@ static void channel_slot_set(struct channel_slot *s, const char *json, size_t le
 
 static bool channel_client_full(const struct channel_client *cl)
 {
-	return cl->nslots >= CHANNEL_SLOTS_MAX ||
+	return cl->q.n >= CHANNEL_SLOTS_MAX ||
 	       evbuffer_get_length(bufferevent_get_output(cl->bev)) > CHANNEL_OUTPUT_MAX;
 }
 
@@ -122,10 +150,10 @@ static void channel_client_resume(struct channel_client *cl)
 static void channel_client_flush(struct channel_client *cl)
 {
 	struct channel_slot *s;
-	while ((s = cl->head) && s->json) {
+	while ((s = cl->q.head) && s->json) {
 		if (bufferevent_write(cl->bev, s->json, strlen(s->json)) < 0 || bufferevent_write(cl->bev, "\n", 1) < 0)
 			log_warnx("channel: %s: a result could not be queued for sending", cl->name);
-		channel_slot_pop(cl);
+		channel_queue_pop(&cl->q);
 	}
 	channel_client_resume(cl);
 }
@@ -140,60 +168,39 @@ void channel_result(struct channel *c, uint32_t tag, const char *json, size_t le
 		return;
 	}
 	for (struct channel_client *cl = c->clients; cl; cl = cl->next)
-		for (struct channel_slot *s = cl->head; s; s = s->next)
+		for (struct channel_slot *s = cl->q.head; s; s = s->next)
 			if (s->tag == tag && !s->json) {
 				channel_slot_set(s, json, len);
 				channel_client_flush(cl);
 				return;
 			}
-	for (struct channel_slot *s = c->dev_head; s; s = s->next)
+	for (struct channel_slot *s = c->dev_kept.head; s; s = s->next)
 		if (s->tag == tag && !s->json) {
 			channel_slot_set(s, json, len);
 			return;
 		}
 }
 
-static void channel_device_pop(struct channel *c)
-{
-	struct channel_slot *s = c->dev_head;
-	c->dev_head = s->next;
-	if (!c->dev_head)
-		c->dev_tail = NULL;
-	c->dev_n--;
-	channel_slot_free(s);
-}
-
 /* A port's reader ends with lines in flight: they wait for the next. */
 static void channel_device_keep(struct channel *c, struct channel_client *cl)
 {
-	for (struct channel_slot *s = cl->head; s; s = s->next)
+	for (struct channel_slot *s = cl->q.head; s; s = s->next)
 		s->cl = NULL;
-	if (c->dev_tail)
-		c->dev_tail->next = cl->head;
-	else
-		c->dev_head = cl->head;
-	c->dev_tail = cl->tail;
-	c->dev_n += cl->nslots;
-	cl->head = cl->tail = NULL;
-	cl->nslots = 0;
-	while (c->dev_n > CHANNEL_SLOTS_MAX && c->dev_head)
-		channel_device_pop(c);
+	channel_queue_move(&c->dev_kept, &cl->q);
+	while (c->dev_kept.n > CHANNEL_SLOTS_MAX && c->dev_kept.head)
+		channel_queue_pop(&c->dev_kept);
 }
 
 /* The next reader of the port answers what the last one could not. */
 static void channel_device_adopt(struct channel *c, struct channel_client *cl)
 {
-	if (!c->dev_head)
+	if (!c->dev_kept.head)
 		return;
-	log_debug("channel: %s: %zu line%s of the last session still to answer", cl->name, c->dev_n,
-		  c->dev_n == 1 ? "" : "s");
-	for (struct channel_slot *s = c->dev_head; s; s = s->next)
+	log_debug("channel: %s: %zu line%s of the last session still to answer", cl->name, c->dev_kept.n,
+		  c->dev_kept.n == 1 ? "" : "s");
+	for (struct channel_slot *s = c->dev_kept.head; s; s = s->next)
 		s->cl = cl;
-	cl->head = c->dev_head;
-	cl->tail = c->dev_tail;
-	cl->nslots = c->dev_n;
-	c->dev_head = c->dev_tail = NULL;
-	c->dev_n = 0;
+	channel_queue_move(&cl->q, &c->dev_kept);
 	channel_client_flush(cl);
 }
 
@@ -203,12 +210,7 @@ static struct channel_slot *channel_slot_new(struct channel_client *cl)
 	if (!s)
 		return NULL;
 	s->cl = cl;
-	if (cl->tail)
-		cl->tail->next = s;
-	else
-		cl->head = s;
-	cl->tail = s;
-	cl->nslots++;
+	channel_queue_push(&cl->q, s);
 	return s;
 }
 
@@ -324,8 +326,8 @@ static void channel_client_free(struct channel_client *cl)
 	struct channel *c = cl->c;
 	if (cl->device)
 		channel_device_keep(c, cl);
-	while (cl->head)
-		channel_slot_pop(cl);
+	while (cl->q.head)
+		channel_queue_pop(&cl->q);
 	struct evbuffer *in = bufferevent_get_input(cl->bev);
 	evwipe_take(in, NULL, evbuffer_get_length(in));
 	bufferevent_free(cl->bev);
@@ -349,7 +351,7 @@ static void channel_client_close(struct channel_client *cl, const char *why, boo
 /* Only from the loop's own callbacks, where nothing of cl is in use. */
 static void channel_client_finish(struct channel_client *cl)
 {
-	if (cl->eof && !cl->paused && cl->nslots == 0 && evbuffer_get_length(bufferevent_get_input(cl->bev)) == 0 &&
+	if (cl->eof && !cl->paused && cl->q.n == 0 && evbuffer_get_length(bufferevent_get_input(cl->bev)) == 0 &&
 	    evbuffer_get_length(bufferevent_get_output(cl->bev)) == 0)
 		channel_client_close(cl, "all answered", false);
 }
@@ -442,7 +444,7 @@ void channel_quiesce(struct channel *c)
 bool channel_busy(const struct channel *c)
 {
 	for (const struct channel_client *cl = c ? c->clients : NULL; cl; cl = cl->next)
-		if (cl->head || evbuffer_get_length(bufferevent_get_output(cl->bev)) > 0)
+		if (cl->q.head || evbuffer_get_length(bufferevent_get_output(cl->bev)) > 0)
 			return true;
 	return false;
 }
@@ -537,8 +539,8 @@ void channel_free(struct channel *c)
 	}
 	if (c->listener)
 		evconnlistener_free(c->listener);
-	while (c->dev_head)
-		channel_device_pop(c);
+	while (c->dev_kept.head)
+		channel_queue_pop(&c->dev_kept);
 	free(c->device);
 	if (c->accept_timer)
 		event_free(c->accept_timer);

@@ -5,7 +5,6 @@
  * to open the one device the configuration names. */
 #include <fcntl.h>
 #include <signal.h>
-#include <strings.h>
 #include <sys/wait.h>
 
 #include "chansock.h"
@@ -176,7 +175,7 @@ static int net_spawn(struct daemon *d)
 	struct daemon_net *n = &d->net;
 	int fd;
 	/* OpenSSL only for an https control plane (helper.h). */
-	int exe = strncasecmp(d->cfg.url, "https:", 6) == 0 ? d->net_tls_fd : d->net_fd;
+	int exe = strncmp(d->cfg.url, "https://", 8) == 0 ? d->net_tls_fd : d->net_fd;
 	int r = worker_spawn(exe, "kps-agent-net", log_debug_enabled(), &n->listen_fd, n->listen_fd >= 0 ? 1 : 0,
 			     &n->pid, &fd);
 	if (r < 0)

@@ -4,6 +4,7 @@
 #include <sys/stat.h>
 
 #include "helper.h"
+#include "log.h"
 #include "util.h"
 #include "version.h"
 
@@ -42,6 +43,21 @@ int helper_open(const char *name)
 	}
 	struct stat root = { .st_uid = 0 };
 	return helper_try(KPS_LIBEXECDIR, name, &root);
+}
+
+int helper_role(int argc, char **argv, int fd)
+{
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISSOCK(st.st_mode)) {
+		fprintf(stderr, "%s: started only by `kps-agent run`\n", argc > 0 ? argv[0] : "kps-agent");
+		return 2;
+	}
+	for (int i = 1; i < argc; i++) {
+		if (!streq(argv[i], "-v"))
+			return 2;
+		log_set_debug(true);
+	}
+	return 0;
 }
 
 int helper_exec(const char *name, char *const argv[])

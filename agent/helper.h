@@ -15,6 +15,11 @@
  * -errno when found nowhere. */
 int helper_open(const char *name);
 
+/* A helper's start (the network side, a worker): only the monitor starts
+ * one, with its socket on fd, and passes no argument but -v (debug
+ * logging, set here). 0, or the exit code 2 for anyone else. */
+int helper_role(int argc, char **argv, int fd);
+
 /* Replaces this process with the helper, argv as given; returns -errno
  * only when it could not. */
 int helper_exec(const char *name, char *const argv[]);

@@ -19,7 +19,9 @@ static int stamp(const struct safefile_dir *dir, const char *name)
 	return utimensat(dir->fd, name, ts, AT_SYMLINK_NOFOLLOW) < 0 ? -errno : 0;
 }
 
-int journal_record(struct journal *j, const struct result *res)
+/* res as dir/<task_id>.json, stamped; with hold_until (a record's, see
+ * journal_record) when it is set. */
+static int put_result(const struct safefile_dir *dir, const struct result *res, bool with_hold)
 {
 	char name[TASK_ID_MAX + 8];
 	if (!res->task_id[0])
@@ -27,21 +29,24 @@ int journal_record(struct journal *j, const struct result *res)
 	_cleanup_free_ char *text = result_to_json(res);
 	if (!text)
 		return -ENOMEM;
-	/* A task that may come again (a signed one, until its expires_at) is
-	 * kept until then, whatever results_keep says: see journal_prune. */
-	if (res->hold_until > 0) {
-		char *with_hold = NULL;
+	if (with_hold && res->hold_until > 0) {
+		char *held = NULL;
 		size_t n = strlen(text);
-		if (asprintf(&with_hold, "%.*s,\"hold_until\":%lld}", (int)(n - 1), text,
-			     (long long)res->hold_until) < 0)
+		if (asprintf(&held, "%.*s,\"hold_until\":%lld}", (int)(n - 1), text, (long long)res->hold_until) < 0)
 			return -ENOMEM;
 		free(text);
-		text = with_hold;
+		text = held;
 	}
 	journal_file_name(res->task_id, name, sizeof(name));
-	int r = safefile_replace(&j->results, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
-	if (r == 0)
-		r = stamp(&j->results, name);
+	int r = safefile_replace(dir, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
+	return r < 0 ? r : stamp(dir, name);
+}
+
+/* A task that may come again (a signed one, until its expires_at) is kept
+ * until then, whatever results_keep says: see journal_prune. */
+int journal_record(struct journal *j, const struct result *res)
+{
+	int r = put_result(&j->results, res, true);
 	if (r == 0)
 		journal_prune(j, res->task_id);
 	return r;
@@ -49,15 +54,7 @@ int journal_record(struct journal *j, const struct result *res)
 
 int journal_outbox_put(struct journal *j, const struct result *res)
 {
-	char name[TASK_ID_MAX + 8];
-	if (!res->task_id[0])
-		return -EINVAL;
-	_cleanup_free_ char *text = result_to_json(res);
-	if (!text)
-		return -ENOMEM;
-	journal_file_name(res->task_id, name, sizeof(name));
-	int r = safefile_replace(&j->outbox, name, text, strlen(text), 0, 0, 0600, NULL, NULL);
-	return r < 0 ? r : stamp(&j->outbox, name);
+	return put_result(&j->outbox, res, false);
 }
 
 static cJSON *file_to_json(const struct backup_file *f)

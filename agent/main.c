@@ -23,16 +23,11 @@ static int main_tool(char **argv)
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },	     { "verbose", no_argument, NULL, 'v' },
-		{ 0 },
-	};
 	const char *config_path = NULL;
 	bool debug = false;
 	int c;
 	opterr = 0;
-	while ((c = getopt_long(argc, argv, "+c:Vhv", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, USAGE_SHORTOPTS, usage_options, NULL)) != -1) {
 		if (c == 'c') {
 			config_path = optarg;
 		} else if (c == 'v') {

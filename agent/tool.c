@@ -3,12 +3,12 @@
  * the daemon's workers (worker.h). It links the apply path (libssh,
  * libsystemd, libselinux); the monitor and the network side do not. */
 #include <getopt.h>
-#include <sys/stat.h>
 
 #include "apply.h"
 #include "cli.h"
 #include "config.h"
 #include "harden.h"
+#include "helper.h"
 #include "log.h"
 #include "safefile.h"
 #include "selinux.h"
@@ -64,26 +64,12 @@ static int cmd_apply(const struct config *cfg, int argc, char **argv, unsigned f
  * its socket on descriptor 3. Anyone else starting one gets exit 2. */
 static int worker_role(int argc, char **argv)
 {
-	struct stat st;
-	if (fstat(3, &st) < 0 || !S_ISSOCK(st.st_mode)) {
-		fprintf(stderr, "%s: started only by `kps-agent run`\n", argv[0]);
-		return 2;
-	}
-	for (int i = 1; i < argc; i++) {
-		if (!streq(argv[i], "-v"))
-			return 2;
-		log_set_debug(true);
-	}
-	return worker_main();
+	int r = helper_role(argc, argv, WORKER_SOCKET_FD);
+	return r ? r : worker_main();
 }
 
 int main(int argc, char **argv)
 {
-	static const struct option opts[] = {
-		{ "config", required_argument, NULL, 'c' }, { "version", no_argument, NULL, 'V' },
-		{ "help", no_argument, NULL, 'h' },	     { "verbose", no_argument, NULL, 'v' },
-		{ 0 },
-	};
 	const char *config_path = NULL;
 	int c;
 	harden_process();
@@ -92,7 +78,7 @@ int main(int argc, char **argv)
 	const char *self = argc > 0 ? argv[0] : "";
 	if (streq(self, "kps-agent-worker"))
 		return worker_role(argc, argv);
-	while ((c = getopt_long(argc, argv, "+c:Vhv", opts, NULL)) != -1) {
+	while ((c = getopt_long(argc, argv, USAGE_SHORTOPTS, usage_options, NULL)) != -1) {
 		switch (c) {
 		case 'c':
 			config_path = optarg;

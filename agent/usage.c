@@ -2,6 +2,12 @@
 #include "usage.h"
 #include "version.h"
 
+const struct option usage_options[] = {
+	{ "config", required_argument, NULL, 'c' }, { "version", no_argument, NULL, 'V' },
+	{ "help", no_argument, NULL, 'h' },	     { "verbose", no_argument, NULL, 'v' },
+	{ 0 },
+};
+
 void usage(FILE *out)
 {
 	fprintf(out,

@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "helper.h"
 #include "log.h"
 #include "msgframe.h"
 #include "netside.h"
@@ -452,10 +453,6 @@ int main(int argc, char **argv)
 	log_init("kps-agent");
 	if (argc < 1 || !streq(argv[0], "kps-agent-net"))
 		return 2;
-	for (int i = 1; i < argc; i++) {
-		if (!streq(argv[i], "-v"))
-			return 2;
-		log_set_debug(true);
-	}
-	return hostile_main();
+	int r = helper_role(argc, argv, NETSIDE_LINK_FD);
+	return r ? r : hostile_main();
 }
